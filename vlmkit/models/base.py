@@ -1,0 +1,415 @@
+"""The one interface every model family implements: :class:`VLM`.
+
+A ``VLM`` takes float images in ``[0, 1]`` of any size ``(B, 3, H, W)`` and applies the model's own
+resize and normalisation *inside*, differentiably, so attacks optimise in pixel space and every
+perturbation sees the same pixels the user sees. Families (open_clip, transformers, the toy world)
+subclass it and implement a handful of hooks; everything else (input checks, preprocessing, batching,
+vision tokens, attention maps, head masking) lives here once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from vlmkit.errors import InputError
+from vlmkit.models.attention import AttentionTap, install_taps, num_heads, validate_head_mask
+
+log = logging.getLogger("vlmkit.models")
+
+_INTERP = {"bicubic", "bilinear", "nearest", "area"}
+_RESIZE_MODES = {"shortest", "squash", "longest"}
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """How a model turns ``[0, 1]`` pixels into its input tensor (travels with the model).
+
+    Attributes:
+        size: Model input ``(H, W)``.
+        mean: Per-channel mean subtracted after resizing.
+        std: Per-channel std divided after subtracting the mean.
+        interpolation: "bicubic", "bilinear", "nearest" or "area".
+        resize_mode: "shortest" (shorter side to size, then centre crop — OpenAI CLIP / open_clip),
+            "squash" (resize to size ignoring aspect — SigLIP), or "longest" (longer side to size, then
+            centre pad with ``fill``).
+        fill: Pad value in ``[0, 1]`` for "longest".
+    """
+
+    size: tuple[int, int]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str = "bicubic"
+    resize_mode: str = "shortest"
+    fill: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.interpolation not in _INTERP:
+            raise ValueError(f"interpolation={self.interpolation!r}; expected one of {sorted(_INTERP)}")
+        if self.resize_mode not in _RESIZE_MODES:
+            raise ValueError(f"resize_mode={self.resize_mode!r}; expected one of {sorted(_RESIZE_MODES)}")
+
+
+@dataclass
+class VisionTokens:
+    """Token activations of the image tower after one layer.
+
+    Attributes:
+        patches: Spatial tokens ``(B, N, C)`` in row-major order over ``grid``.
+        prefix: Non-spatial tokens (CLS, registers) ``(B, P, C)``, or None when the tower has none.
+        grid: ``(gh, gw)`` with ``gh * gw == N``.
+        layer: The (non-negative) layer index these tokens come from.
+    """
+
+    patches: torch.Tensor
+    prefix: torch.Tensor | None
+    grid: tuple[int, int]
+    layer: int
+
+    @property
+    def cls(self) -> torch.Tensor | None:
+        """The class token ``(B, C)`` when the tower has one (first prefix token)."""
+        return None if self.prefix is None else self.prefix[:, 0]
+
+    def as_grid(self) -> torch.Tensor:
+        """Patches as a feature map ``(B, C, gh, gw)``."""
+        B, N, C = self.patches.shape
+        return self.patches.transpose(1, 2).reshape(B, C, *self.grid)
+
+
+def resize_and_normalise(x: torch.Tensor, cfg: PreprocessConfig) -> torch.Tensor:
+    """Differentiable version of the model's resize + crop/pad + normalise.
+
+    Follows torchvision's ``Resize(size)`` → ``CenterCrop(size)`` conventions on tensors (antialiased
+    interpolation when down-sampling, the same rounding of the new size and crop offsets), so it
+    equals open_clip's ``preprocess`` applied to the same float tensor.
+
+    Args:
+        x: Float images in [0, 1] ``(B, 3, H, W)``.
+        cfg: The model's preprocessing.
+
+    Returns:
+        Normalised model input ``(B, 3, *cfg.size)``.
+    """
+    th, tw = cfg.size
+    H, W = x.shape[-2:]
+    if (H, W) != (th, tw):
+        if cfg.resize_mode == "squash":
+            x = _interp(x, (th, tw), cfg.interpolation)
+        elif cfg.resize_mode == "shortest":
+            short, long = (H, W) if H <= W else (W, H)
+            target = min(th, tw)
+            new_short, new_long = target, int(target * long / short)
+            nh, nw = (new_short, new_long) if H <= W else (new_long, new_short)
+            if (nh, nw) != (H, W):
+                x = _interp(x, (nh, nw), cfg.interpolation)
+            x = _center_crop(x, (th, tw))
+        else:  # longest: fit inside, pad the rest
+            scale = min(th / H, tw / W)
+            nh, nw = max(1, round(H * scale)), max(1, round(W * scale))
+            x = _interp(x, (nh, nw), cfg.interpolation)
+            pt, pl = (th - nh) // 2, (tw - nw) // 2
+            x = F.pad(x, (pl, tw - nw - pl, pt, th - nh - pt), value=cfg.fill)
+    mean = torch.tensor(cfg.mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(cfg.std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def _interp(x: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
+    if mode in ("nearest", "area"):
+        return F.interpolate(x, size=size, mode=mode)
+    return F.interpolate(x, size=size, mode=mode, align_corners=False, antialias=True)
+
+
+def _center_crop(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    th, tw = size
+    H, W = x.shape[-2:]
+    if H < th or W < tw:  # torchvision pads with zeros first
+        pl, pt = max(0, (tw - W) // 2), max(0, (th - H) // 2)
+        x = F.pad(x, (pl, max(0, tw - W - pl), pt, max(0, th - H - pt)))
+        H, W = x.shape[-2:]
+    top = int(round((H - th) / 2.0))
+    left = int(round((W - tw) / 2.0))
+    return x[..., top : top + th, left : left + tw]
+
+
+class VLM(nn.Module):
+    """A CLIP-family image–text model behind one interface.
+
+    Subclasses implement ``_encode_pixels``, ``_encode_tokens_of``, and for internals
+    ``_vision_blocks``/``_attention_modules``/``_num_prefix_tokens``/``_tokens_from_block_output``.
+
+    Attributes:
+        name: The spec the model was loaded from (e.g. ``open_clip:ViT-B-32/laion2b_s34b_b79k``).
+        family: "open_clip", "hf", "toy", ...
+        preprocess_cfg: Resize/normalise settings (travel with the model).
+        check_inputs: Validate dtype/shape/range of images passed to ``encode_image`` (one host sync).
+        meta: Free-form provenance (weights path, training record, ...).
+    """
+
+    family: str = "base"
+
+    def __init__(self, model: nn.Module, *, name: str, preprocess_cfg: PreprocessConfig,
+                 meta: Mapping[str, Any] | None = None) -> None:
+        super().__init__()
+        self.model = model
+        self.name = name
+        self.preprocess_cfg = preprocess_cfg
+        self.check_inputs = True
+        self.meta: dict[str, Any] = dict(meta or {})
+        self._tap: AttentionTap | None = None
+        self._tapped: list[nn.Module] | None = None
+        self.model.eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    # ------------------------------------------------------------------ family hooks
+    def _encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Unnormalised image features ``(B, D)`` from normalised model input."""
+        raise NotImplementedError
+
+    def _encode_texts(self, texts: list[str]) -> torch.Tensor:
+        """Unnormalised text features ``(T, D)``."""
+        raise NotImplementedError
+
+    def _vision_blocks(self) -> list[nn.Module]:
+        """The image tower's blocks in order (their outputs are the per-layer tokens)."""
+        raise NotImplementedError
+
+    def _attention_modules(self) -> list[nn.Module] | None:
+        """Self-attention module of each block, or None when the tower has no attention (CNN)."""
+        return None
+
+    def _num_prefix_tokens(self) -> int:
+        return 0
+
+    def _tokens_from_block_output(self, out: Any) -> torch.Tensor:
+        """Block output → ``(B, N, C)`` tokens (override for tuples or channel-first maps)."""
+        return out[0] if isinstance(out, tuple) else out
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """Model input size ``(H, W)``."""
+        return self.preprocess_cfg.size
+
+    @property
+    def mean(self) -> tuple[float, float, float]:
+        return self.preprocess_cfg.mean
+
+    @property
+    def std(self) -> tuple[float, float, float]:
+        return self.preprocess_cfg.std
+
+    @property
+    def logit_scale(self) -> float:
+        """Temperature of the image–text logits (``exp`` of the learnt log-scale)."""
+        raise NotImplementedError
+
+    @property
+    def logit_bias(self) -> float | None:
+        """SigLIP's learnt logit bias; None for softmax-trained CLIPs."""
+        return None
+
+    @property
+    def num_layers(self) -> int:
+        """Number of blocks in the image tower."""
+        return len(self._vision_blocks())
+
+    @property
+    def has_attention(self) -> bool:
+        return self._attention_modules() is not None
+
+    @property
+    def heads_per_layer(self) -> list[int]:
+        mods = self._require_attention("heads_per_layer")
+        return [num_heads(m) for m in mods]
+
+    # ------------------------------------------------------------------ images
+    def validate_images(self, x: Any, arg: str = "x") -> torch.Tensor:
+        """Check that ``x`` is a float tensor ``(B, 3, H, W)`` with values in [0, 1].
+
+        Raises:
+            InputError: Naming the argument and what was expected.
+        """
+        if not isinstance(x, torch.Tensor):
+            raise InputError(f"{arg} must be a torch.Tensor of float images (B, 3, H, W) in [0, 1], got {type(x).__name__}")
+        if not x.is_floating_point():
+            hint = " (uint8 images: convert with x.float() / 255)" if x.dtype == torch.uint8 else ""
+            raise InputError(f"{arg} must be a float tensor in [0, 1], got dtype {x.dtype}{hint}")
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise InputError(f"{arg} must have shape (B, 3, H, W), got {tuple(x.shape)}")
+        if x.shape[0] == 0:
+            raise InputError(f"{arg} is an empty batch (B=0)")
+        if self.check_inputs:
+            lo, hi = float(x.detach().amin()), float(x.detach().amax())
+            if not (lo >= -1e-4 and hi <= 1 + 1e-4) or math.isnan(lo) or math.isnan(hi):
+                raise InputError(
+                    f"{arg} must hold values in [0, 1] (un-normalised pixels; the model normalises inside), "
+                    f"got range [{lo:.4g}, {hi:.4g}]"
+                )
+        return x
+
+    def preprocess(self, x: torch.Tensor) -> torch.Tensor:
+        """``[0, 1]`` images ``(B, 3, H, W)`` → normalised model input ``(B, 3, *image_size)``."""
+        self.validate_images(x)
+        x = x.to(self.device)
+        pixels = resize_and_normalise(x.float() if x.dtype != torch.float32 else x, self.preprocess_cfg)
+        return pixels.to(self.dtype)
+
+    def encode_image(self, x: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        """Image embeddings ``(B, D)`` (L2-normalised unless ``normalize=False``), differentiable in ``x``."""
+        feats = self._encode_pixels(self.preprocess(x)).float()  # (B, D)
+        return F.normalize(feats, dim=-1) if normalize else feats
+
+    @torch.inference_mode()
+    def embed_images(self, images: torch.Tensor, batch_size: int = 64, progress: bool = True,
+                     desc: str = "encode images") -> torch.Tensor:
+        """Embed a whole image set in batches without gradients.
+
+        Args:
+            images: uint8 ``(N, 3, H, W)`` (converted per batch on the model's device) or float in [0, 1].
+            batch_size: Images per forward pass.
+            progress: Show a tqdm progress bar.
+
+        Returns:
+            L2-normalised embeddings ``(N, D)`` on the model's device.
+        """
+        if batch_size <= 0:
+            raise InputError(f"batch_size must be positive, got {batch_size}")
+        out = []
+        for i in tqdm(range(0, len(images), batch_size), desc=desc, disable=not progress, leave=False):
+            xb = images[i : i + batch_size].to(self.device, non_blocking=True)
+            if xb.dtype == torch.uint8:
+                xb = xb.float().div_(255)
+            out.append(self.encode_image(xb))
+        if not out:
+            raise InputError("images is empty: nothing to embed")
+        return torch.cat(out)
+
+    # ------------------------------------------------------------------ text
+    def encode_text(self, texts: Sequence[str] | str, normalize: bool = True, batch_size: int = 256) -> torch.Tensor:
+        """Text embeddings ``(T, D)`` (L2-normalised unless ``normalize=False``)."""
+        if isinstance(texts, str):
+            texts = [texts]
+        texts = list(texts)
+        if not texts:
+            raise InputError("texts is empty: expected at least one string")
+        bad = [t for t in texts if not isinstance(t, str)]
+        if bad:
+            raise InputError(f"texts must be strings, got {type(bad[0]).__name__}: {bad[0]!r}")
+        feats = torch.cat([self._encode_texts(texts[i : i + batch_size]).float()
+                           for i in range(0, len(texts), batch_size)])  # (T, D)
+        return F.normalize(feats, dim=-1) if normalize else feats
+
+    def similarity(self, image_emb: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:
+        """Model logits ``(B, T)``: ``logit_scale * cos`` (+ ``logit_bias`` for SigLIP)."""
+        logits = self.logit_scale * image_emb @ text_emb.T
+        return logits + self.logit_bias if self.logit_bias is not None else logits
+
+    # ------------------------------------------------------------------ internals
+    def _layer_index(self, layer: int) -> int:
+        n = self.num_layers
+        if not -n <= layer < n:
+            raise InputError(f"layer={layer} is out of range for an image tower with {n} layers (-{n}..{n - 1})")
+        return layer % n
+
+    def vision_tokens(self, x: torch.Tensor, layer: int = -1) -> VisionTokens:
+        """Residual-stream tokens after block ``layer`` of the image tower (before the final norm).
+
+        For CNN towers the "tokens" are the stage's feature map flattened row-major ``(B, h*w, C)``.
+        """
+        li = self._layer_index(layer)
+        box: dict[str, Any] = {}
+        handle = self._vision_blocks()[li].register_forward_hook(lambda m, i, o: box.__setitem__("out", o))
+        try:
+            self._encode_pixels(self.preprocess(x))
+        finally:
+            handle.remove()
+        tokens = self._tokens_from_block_output(box["out"])  # (B, N, C)
+        P = self._num_prefix_tokens()
+        patches = tokens[:, P:]
+        n = patches.shape[1]
+        grid = self._grid_for(n)
+        return VisionTokens(patches=patches, prefix=tokens[:, :P] if P else None, grid=grid, layer=li)
+
+    def _grid_for(self, n: int) -> tuple[int, int]:
+        H, W = self.image_size
+        for gh in range(int(math.isqrt(n)), 0, -1):  # the factorisation whose aspect matches the input
+            if n % gh == 0 and abs(gh / (n // gh) - H / W) < 1e-6:
+                return gh, n // gh
+        g = math.isqrt(n)
+        if g * g == n:
+            return g, g
+        raise InputError(f"cannot arrange {n} tokens on a grid for input size {H}x{W}")
+
+    def _require_attention(self, what: str) -> list[nn.Module]:
+        mods = self._attention_modules()
+        if mods is None:
+            raise InputError(
+                f"{what}: model {self.name!r} has a {self._tower_kind()} image tower without per-layer "
+                "self-attention heads; use a ViT-tower model for attention maps, head masking and relevance"
+            )
+        if self._tapped is None:
+            self._tapped = install_taps(mods, lambda: self._tap)
+        return self._tapped
+
+    def _tower_kind(self) -> str:
+        return type(self._vision_blocks()[0]).__name__
+
+    @contextlib.contextmanager
+    def tap(self, record: Iterable[int] = (), head_mask: Mapping[int, Iterable[int]] | None = None,
+            retain_grad: bool = False) -> Iterator[AttentionTap]:
+        """Record attention probabilities of layers ``record`` and/or mask heads during the block.
+
+        Example::
+
+            with vlm.tap(record=[0, 1], retain_grad=True) as t:
+                sim = vlm.encode_image(x) @ text.T
+            t.probs[1]  # (B, heads, N, N)
+        """
+        mods = self._require_attention("tap")
+        n = len(mods)
+        rec = {self._layer_index(int(li)) for li in record}
+        masks = validate_head_mask(head_mask or {}, n, [num_heads(m) for m in mods])
+        outer = self._tap
+        merged = AttentionTap(record=rec | (outer.record if outer else set()),
+                              head_mask={**(outer.head_mask if outer else {}), **masks},
+                              retain_grad=retain_grad or (outer.retain_grad if outer else False))
+        self._tap = merged
+        try:
+            yield merged
+        finally:
+            self._tap = outer
+
+    def mask_heads(self, head_mask: Mapping[int, Iterable[int]]) -> contextlib.AbstractContextManager[AttentionTap]:
+        """Context manager zeroing the outputs of the given heads: ``{layer: [head, ...]}``."""
+        return self.tap(head_mask=head_mask)
+
+    def attention(self, x: torch.Tensor, layer: int = -1) -> torch.Tensor:
+        """Attention probabilities of block ``layer`` ``(B, heads, N, N)``, prefix tokens first."""
+        li = self._layer_index(layer)
+        with self.tap(record=[li]) as t:
+            self._encode_pixels(self.preprocess(x))
+        return t.probs[li]
+
+    def __repr__(self) -> str:  # the wrapped network's full module tree is one attribute away: vlm.model
+        return (f"{type(self).__name__}(name={self.name!r}, family={self.family!r}, image_size={self.image_size}, "
+                f"layers={self.num_layers}, device={self.device}, dtype={self.dtype})")
