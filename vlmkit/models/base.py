@@ -336,19 +336,34 @@ class VLM(nn.Module):
 
         For CNN towers the "tokens" are the stage's feature map flattened row-major ``(B, h*w, C)``.
         """
-        li = self._layer_index(layer)
-        box: dict[str, Any] = {}
-        handle = self._vision_blocks()[li].register_forward_hook(lambda m, i, o: box.__setitem__("out", o))
+        return self.vision_tokens_layers(x, [layer])[self._layer_index(layer)]
+
+    def vision_tokens_layers(self, x: torch.Tensor, layers: Iterable[int]) -> dict[int, VisionTokens]:
+        """Tokens of several layers from one forward pass: ``{layer: VisionTokens}`` (non-negative keys)."""
+        return self.encode_image_and_tokens(x, layers)[1]
+
+    def encode_image_and_tokens(self, x: torch.Tensor, layers: Iterable[int], normalize: bool = True
+                                ) -> tuple[torch.Tensor, dict[int, VisionTokens]]:
+        """Image embeddings ``(B, D)`` and the tokens of ``layers`` from one forward pass."""
+        idx = sorted({self._layer_index(int(li)) for li in layers})
+        if not idx:
+            raise InputError("layers is empty: name at least one layer")
+        blocks = self._vision_blocks()
+        box: dict[int, Any] = {}
+        handles = [blocks[li].register_forward_hook(lambda m, i, o, li=li: box.__setitem__(li, o)) for li in idx]
         try:
-            self._encode_pixels(self.preprocess(x))
+            emb = self.encode_image(x, normalize=normalize)
         finally:
-            handle.remove()
-        tokens = self._tokens_from_block_output(box["out"])  # (B, N, C)
+            for h in handles:
+                h.remove()
         P = self._num_prefix_tokens()
-        patches = tokens[:, P:]
-        n = patches.shape[1]
-        grid = self._grid_for(n)
-        return VisionTokens(patches=patches, prefix=tokens[:, :P] if P else None, grid=grid, layer=li)
+        out = {}
+        for li in idx:
+            tokens = self._tokens_from_block_output(box[li])  # (B, N, C)
+            patches = tokens[:, P:]
+            out[li] = VisionTokens(patches=patches, prefix=tokens[:, :P] if P else None,
+                                   grid=self._grid_for(patches.shape[1]), layer=li)
+        return emb, out
 
     def _grid_for(self, n: int) -> tuple[int, int]:
         H, W = self.image_size

@@ -1,0 +1,175 @@
+"""The grid engine: closed-form cells, resume without recomputation, determinism, OOM back-off, real photos."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+import vlmkit
+from vlmkit.data import load_coco_captions, load_labelled_csv
+from vlmkit.evaluate import Cell, ResultsStore, evaluate_grid, perturbation_cells
+from vlmkit.perturb import register_perturbation
+from vlmkit.registry import PERTURBATIONS
+
+from _tiny import register_tiny_open_clip
+
+CALLS: dict[str, int] = {}
+BOMB = {"armed": False}
+
+
+def _count(name):
+    CALLS[name] = CALLS.get(name, 0) + 1
+
+
+if "_test_identity" not in PERTURBATIONS:
+
+    @register_perturbation("_test_identity", family="_test", severities=None)
+    def _identity(x, severity=1, *, generator=None):
+        _count("_test_identity")
+        return x.clone()
+
+    @register_perturbation("_test_noise", family="_test", severities=(1, 2, 3))
+    def _noise(x, severity=1, *, generator=None):
+        _count(f"_test_noise@{severity}")
+        n = torch.randn(x.shape, generator=generator, device=x.device) * 0.1 * severity
+        return (x + n).clamp(0, 1)
+
+    @register_perturbation("_test_bomb", family="_test_other", severities=None)
+    def _bomb(x, severity=1, *, generator=None):
+        if BOMB["armed"]:
+            raise RuntimeError("simulated crash in the middle of a grid")
+        return 1 - x
+
+    @register_perturbation("_test_oom", family="_test_other", severities=None)
+    def _oom(x, severity=1, *, generator=None):
+        if x.shape[0] > 2:
+            raise torch.cuda.OutOfMemoryError("simulated CUDA out of memory")
+        return x.flip(-1)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    register_tiny_open_clip(tmp_path_factory.mktemp("cfg"))
+    torch.manual_seed(0)
+    return vlmkit.load_model("open_clip:vlmkit-tiny-vit", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def captioned(tmp_path_factory):
+    root = tmp_path_factory.mktemp("caps")
+    (root / "images").mkdir()
+    rng = np.random.default_rng(0)
+    images, anns = [], []
+    for i in range(10):
+        arr = (rng.random((40, 40, 3)) * 255).astype(np.uint8)
+        arr[: 10 + i, :, i % 3] = 255
+        Image.fromarray(arr).save(root / "images" / f"{i}.png")
+        images.append({"id": i, "file_name": f"{i}.png"})
+        anns += [{"id": 2 * i + k, "image_id": i, "caption": f"image number {i} variant {k}"} for k in range(2)]
+    (root / "captions.json").write_text(json.dumps({"images": images, "annotations": anns}))
+    return load_coco_captions(root / "captions.json", root / "images", name="synthetic-caps")
+
+
+def _value(df, label, metric):
+    sel = df[(df["label"] == label) & (df["metric"] == metric)]
+    assert len(sel) == 1, (label, metric, len(sel))
+    return float(sel["value"].iloc[0])
+
+
+def test_identity_cell_equals_clean_and_has_zero_drift(tiny, captioned, tmp_path):
+    df = evaluate_grid(tiny, captioned, [Cell("perturbation", "_test_identity", 1)], out_dir=tmp_path,
+                       batch_size=4, progress=False)
+    assert _value(df, "_test_identity@1", "drift_mean") == pytest.approx(0, abs=1e-6)
+    assert _value(df, "_test_identity@1", "IFR") == 0.0
+    assert _value(df, "_test_identity@1", "i2t_R@1") == _value(df, "clean", "i2t_R@1")
+    assert _value(df, "clean", "control_drift_mean") > 0
+    assert set(df["kind"]) == {"clean", "perturbation", "family"}
+    assert (tmp_path / "results.parquet").is_file() and (tmp_path / "results.csv").is_file()
+
+
+def test_resume_after_crash_recomputes_nothing_and_has_no_duplicates(tiny, captioned, tmp_path):
+    cells = perturbation_cells("_test_noise", [1, 2]) + [Cell("perturbation", "_test_bomb", 1)] + \
+        perturbation_cells("_test_noise", [3])
+    CALLS.clear()
+    BOMB["armed"] = True
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        evaluate_grid(tiny, captioned, cells, out_dir=tmp_path, batch_size=4, progress=False)
+    assert CALLS == {"_test_noise@1": 3, "_test_noise@2": 3}  # 10 images in batches of 4
+    store = ResultsStore(tmp_path)
+    assert store.is_done(tiny.name, "synthetic-caps", cells[0].key)
+    assert not store.is_done(tiny.name, "synthetic-caps", cells[2].key)
+    BOMB["armed"] = False
+    CALLS.clear()
+    df = evaluate_grid(tiny, captioned, cells, out_dir=tmp_path, batch_size=4, progress=False)
+    assert CALLS == {"_test_noise@3": 3}  # cells 1..2 not recomputed; the bomb cell recomputed once
+    key = ["model", "dataset", "cell", "metric"]
+    assert not df.duplicated(key).any()
+    assert set(df[df.kind == "perturbation"]["label"]) == {"_test_noise@1", "_test_noise@2", "_test_noise@3",
+                                                           "_test_bomb@1"}
+    assert df["value"].notna().all()
+    # a third run computes nothing at all
+    CALLS.clear()
+    df3 = evaluate_grid(tiny, captioned, cells, out_dir=tmp_path, batch_size=4, progress=False)
+    assert CALLS == {} and len(df3) == len(df)
+
+
+def test_two_runs_give_identical_tables(tiny, captioned, tmp_path):
+    cells = perturbation_cells("_test_noise", [1, 3])
+    a = evaluate_grid(tiny, captioned, cells, out_dir=tmp_path / "a", progress=False, seed=5)
+    b = evaluate_grid(tiny, captioned, cells, out_dir=tmp_path / "b", progress=False, seed=5)
+    cols = ["model", "dataset", "cell", "metric", "value"]
+    pd.testing.assert_frame_equal(a[cols], b[cols])
+    c = evaluate_grid(tiny, captioned, cells, out_dir=tmp_path / "c", progress=False, seed=6)
+    assert not np.allclose(a[a.metric == "drift_mean"]["value"].to_numpy(),
+                           c[c.metric == "drift_mean"]["value"].to_numpy())
+
+
+def test_out_of_memory_halves_the_batch(tiny, captioned, tmp_path):
+    df = evaluate_grid(tiny, captioned, [Cell("perturbation", "_test_oom", 1)], out_dir=tmp_path, batch_size=8,
+                       progress=False)
+    assert _value(df, "_test_oom@1", "drift_mean") > 0
+
+
+def test_family_flip_rates_and_token_metrics(tiny, captioned, tmp_path):
+    cells = perturbation_cells("_test_noise", [1, 3]) + [Cell("perturbation", "_test_identity", 1)]
+    df = evaluate_grid(tiny, captioned, cells, out_dir=tmp_path, progress=False, token_layers=[0, -1])
+    fam = df[(df.kind == "family") & (df.family == "_test")]
+    ifr = {m: v for m, v in zip(fam.metric, fam.value)}
+    cell_ifr = df[(df.kind == "perturbation") & (df.family == "_test") & (df.metric == "IFR")]["value"]
+    assert ifr["IFR"] == pytest.approx(cell_ifr.mean())  # equal-size cells: family IFR = mean of cell IFRs
+    assert ifr["IV"] >= ifr["IFR"]
+    assert {"dirichlet_L0", "dirichlet_L1", "token_drift_L1"} <= set(df.metric)
+    assert _value(df, "_test_identity@1", "token_drift_L1") == pytest.approx(0, abs=1e-6)
+
+
+def test_zero_shot_task_on_real_photos(tiny, shared_data, tmp_path):
+    root = shared_data / "imagenet-samples"
+    ds = load_labelled_csv(root / "labels.csv", root / "images", vlmkit.data.imagenet_classnames(),
+                           label_column="class_index").subset(12, seed=0)
+    df = evaluate_grid(tiny, ds, perturbation_cells("_test_noise", [2]), out_dir=tmp_path, progress=False,
+                       image_size=32)
+    for metric in ("top1", "top5", "ece", "margin_mean", "drift_mean"):
+        assert metric in set(df.metric)
+    assert 0 <= _value(df, "clean", "top1") <= 1
+
+
+def test_retrieval_on_real_coco(tiny, shared_data, tmp_path):
+    root = shared_data / "coco-mini"
+    ds = load_coco_captions(root / "captions.json", root / "images").subset(16, seed=0)
+    df = evaluate_grid(tiny, ds, [], out_dir=tmp_path, progress=False, image_size=48)
+    assert _value(df, "clean", "i2t_R@10") >= _value(df, "clean", "i2t_R@1")
+    assert int(df["n"].iloc[0]) == 16
+
+
+def test_bad_grid_inputs(tiny, captioned, tmp_path):
+    with pytest.raises(vlmkit.RegistryError, match="unknown perturbation 'gausian_noise'"):
+        Cell("perturbation", "gausian_noise", 1)
+    with pytest.raises(vlmkit.InputError, match="cell kind 'perturb' is unknown"):
+        Cell("perturb", "x")
+    with pytest.raises(vlmkit.InputError, match="models is empty"):
+        evaluate_grid([], captioned, [], out_dir=tmp_path)
