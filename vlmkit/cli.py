@@ -1,0 +1,94 @@
+"""The ``vlmkit`` command: thin wrappers over the package's rooms.
+
+    vlmkit smoke [--data ../shared/data] [--out outputs/smoke]   run the smoke job
+    vlmkit models [--family open_clip]                            list loadable models
+    vlmkit info SPEC                                              load a model and describe it
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+
+def _smoke(args: argparse.Namespace) -> int:
+    from vlmkit.results import read_table
+    from vlmkit.smoke import DEFAULT_MODELS, run_smoke
+
+    out = run_smoke(out_dir=args.out, data=args.data, models=args.models or DEFAULT_MODELS, n=args.n, seed=args.seed,
+                    device=args.device)
+    df = read_table(out)
+    table = df[df.metric.isin(["i2t_R@1", "t2i_R@1", "i2t_R@5"])].pivot_table(
+        index=["model", "dataset"], columns="metric", values="value")
+    print(table.round(3).to_string())
+    print(f"\nsmoke run done: results in {out.resolve() / 'results.parquet'} (and results.csv)")
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    from vlmkit.models import list_model_families, list_models
+
+    if args.family is None:
+        print("families:", ", ".join(list_model_families()))
+        return 0
+    print("\n".join(list_models(args.family)))
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from vlmkit.models import load_model
+
+    vlm = load_model(args.spec, device=args.device)
+    info = {"name": vlm.name, "family": vlm.family, "image_size": vlm.image_size, "mean": vlm.mean, "std": vlm.std,
+            "logit_scale": vlm.logit_scale, "logit_bias": vlm.logit_bias, "layers": vlm.num_layers,
+            "has_attention": vlm.has_attention,
+            "heads_per_layer": vlm.heads_per_layer if vlm.has_attention else None,
+            "meta": {k: v for k, v in vlm.meta.items() if k != "training"}}
+    print(json.dumps(info, indent=2, default=str))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vlmkit", description="Measure how CLIP-family models lose alignment under perturbation")
+    p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("smoke", help="run the smoke job (toy world + optional real photos)")
+    s.add_argument("--data", default=None, help="folder with real photos in the ../shared/data layout (coco-mini/)")
+    s.add_argument("--out", default="outputs/smoke", help="results folder")
+    s.add_argument("--models", nargs="*", default=None, help="model specs (default: the shipped toy models)")
+    s.add_argument("--n", type=int, default=64, help="images per dataset")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--device", default="auto")
+    s.set_defaults(func=_smoke)
+
+    m = sub.add_parser("models", help="list model families or the models of one family")
+    m.add_argument("--family", default=None, help="open_clip | open_clip_pretrained | toy")
+    m.set_defaults(func=_models)
+
+    i = sub.add_parser("info", help="load a model spec and print its interface facts")
+    i.add_argument("spec")
+    i.add_argument("--device", default="auto")
+    i.set_defaults(func=_info)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except Exception as e:  # a clear one-line error for vlmkit's own error types, a traceback otherwise
+        from vlmkit.errors import VLMKitError
+
+        if isinstance(e, VLMKitError):
+            print(f"vlmkit: error: {e}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())
