@@ -1,6 +1,8 @@
 """The ``vlmkit`` command: thin wrappers over the package's rooms.
 
     vlmkit smoke [--data ../shared/data] [--out outputs/smoke]   run the smoke job
+    vlmkit grid params/X.yaml [--only ...] [--dry-run]            run a papermill grid
+    vlmkit report outputs/<grid>                                  build the HTML report
     vlmkit models [--family open_clip]                            list loadable models
     vlmkit info SPEC                                              load a model and describe it
 """
@@ -25,6 +27,37 @@ def _smoke(args: argparse.Namespace) -> int:
         index=["model", "dataset"], columns="metric", values="value")
     print(table.round(3).to_string())
     print(f"\nsmoke run done: results in {out.resolve() / 'results.parquet'} (and results.csv)")
+    return 0
+
+
+def _grid(args: argparse.Namespace) -> int:
+    from vlmkit.grid import run_grid
+
+    extra = {"data_path": str(args.data)} if args.data else None
+    results = run_grid(args.grid, out_root=args.out, only=args.only, dry_run=args.dry_run, extra=extra,
+                       timeout_s=args.timeout, workers=args.workers)
+    failed = 0
+    for r in results:
+        line = f"{r.status:<8} {r.run.run_id:<40} {r.out_dir}"
+        if r.status == "failed":
+            failed += 1
+            line += f"\n         failed notebook: {r.failed_notebook}\n         {r.error}"
+        print(line)
+    if not args.dry_run and results:
+        from vlmkit.report import build_report
+
+        grid_dir = results[0].out_dir.parent
+        try:
+            print(f"report: {build_report(grid_dir)}")
+        except Exception as e:  # a grid whose runs all failed has nothing to report
+            print(f"no report: {e}")
+    return 1 if failed else 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from vlmkit.report import build_report
+
+    print(f"report: {build_report(args.folder)}")
     return 0
 
 
@@ -64,6 +97,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--device", default="auto")
     s.set_defaults(func=_smoke)
+
+    g = sub.add_parser("grid", help="run a papermill parameter grid (params/*.yaml)")
+    g.add_argument("grid", help="grid YAML file")
+    g.add_argument("--only", nargs="*", default=None, help="run-id globs to run")
+    g.add_argument("--dry-run", action="store_true", help="list the runs and their folders only")
+    g.add_argument("--data", default=None, help="real-photo folder passed to every notebook as data_path")
+    g.add_argument("--out", default="outputs", help="parent folder of <grid>/<run>/")
+    g.add_argument("--timeout", type=int, default=None, help="per-cell timeout in seconds")
+    g.add_argument("--workers", type=int, default=None, help="runs in parallel (local executor)")
+    g.set_defaults(func=_grid)
+
+    r = sub.add_parser("report", help="build the HTML report of a run or grid folder")
+    r.add_argument("folder")
+    r.set_defaults(func=_report)
 
     m = sub.add_parser("models", help="list model families or the models of one family")
     m.add_argument("--family", default=None, help="open_clip | open_clip_pretrained | toy")

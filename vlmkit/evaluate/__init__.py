@@ -6,8 +6,8 @@
 """
 
 from vlmkit.evaluate.cells import CLEAN, Cell, attack_cells, cells_from_records, perturbation_cells
-from vlmkit.evaluate.engine import ENGINE_VERSION, TensorCache, evaluate_grid, infer_task, with_oom_backoff
+from vlmkit.evaluate.engine import ENGINE_VERSION, TensorCache, cell_embeddings, evaluate_grid, infer_task, with_oom_backoff
 from vlmkit.evaluate.store import ResultsStore
 
-__all__ = ["CLEAN", "Cell", "ENGINE_VERSION", "ResultsStore", "TensorCache", "attack_cells", "cells_from_records",
+__all__ = ["CLEAN", "Cell", "ENGINE_VERSION", "ResultsStore", "TensorCache", "attack_cells", "cell_embeddings", "cells_from_records",
            "evaluate_grid", "infer_task", "perturbation_cells", "with_oom_backoff"]

@@ -366,5 +366,23 @@ def evaluate_grid(models: Sequence[str | VLM] | str | VLM, dataset: Any, cells: 
     return store.merge()
 
 
-__all__ = ["ENGINE_VERSION", "GridRunner", "TaskData", "TensorCache", "evaluate_grid", "infer_task", "prepare",
+def cell_embeddings(model: str | VLM, dataset: Any, cells: Sequence[Cell], *, out_dir: str | os.PathLike,
+                    task: str | None = None, seed: int = 0, batch_size: int = 64, device: str = "auto",
+                    templates: Sequence[str] = ("a photo of a {}.",), image_size: int | None = None,
+                    progress: bool = False) -> dict[str, torch.Tensor]:
+    """Per-image embeddings ``{cell label: (N, D)}`` (clean included), from the same cache as
+    :func:`evaluate_grid` — for distributions (drift histograms) rather than summary rows."""
+    task = task or infer_task(dataset)
+    out = Path(out_dir)
+    tcache = TensorCache(out / "cache" / "tensors")
+    vlm = load_model(model, device=resolve_device(device)) if isinstance(model, str) else model
+    data = prepare(vlm, dataset, task, image_size=image_size, templates=templates, cache=tcache,
+                   cache_dir=out / "cache" / "images", progress=progress)
+    runner = GridRunner(vlm, dataset, data, store=ResultsStore(out), cache=tcache,
+                        dataset_name=getattr(dataset, "name", "") or "dataset", seed=seed, batch_size=batch_size,
+                        token_layers=(), progress=progress, attack_objective=None)
+    return {c.label(): runner.cell_outputs(c)["emb"] for c in [CLEAN, *[c for c in cells if c.kind != "clean"]]}
+
+
+__all__ = ["cell_embeddings", "ENGINE_VERSION", "GridRunner", "TaskData", "TensorCache", "evaluate_grid", "infer_task", "prepare",
            "with_oom_backoff", "vlmkit"]
