@@ -66,7 +66,9 @@ class GridSpec:
             for combo in combos:
                 overrides = {**variant, **combo}
                 params = {**self.parameters, **(extra or {}), **overrides}
-                runs.append(Run(self.name, run_id(overrides), tuple(self.notebooks), params))
+                # a variant that names itself ("variant: toy") is identified by that name, not its contents
+                rid_src = ({"variant": variant["variant"], **combo} if "variant" in variant else overrides)
+                runs.append(Run(self.name, run_id(rid_src), tuple(self.notebooks), params))
         ids = [r.run_id for r in runs]
         dup = {i for i in ids if ids.count(i) > 1}
         if dup:
@@ -90,6 +92,8 @@ def run_id(overrides: Mapping[str, Any]) -> str:
     """Stable, readable id of a run: ``k-v_k-v`` (hashed when long), ``default`` for no overrides."""
     if not overrides:
         return "default"
+    if set(overrides) == {"variant"}:
+        return _short(overrides["variant"])
     text = "_".join(f"{k}-{_short(v)}" for k, v in sorted(overrides.items()))
     if len(text) > 80:
         text = text[:60] + "-" + hashlib.sha256(text.encode()).hexdigest()[:8]
