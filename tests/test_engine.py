@@ -173,3 +173,14 @@ def test_bad_grid_inputs(tiny, captioned, tmp_path):
         Cell("perturb", "x")
     with pytest.raises(vlmkit.InputError, match="models is empty"):
         evaluate_grid([], captioned, [], out_dir=tmp_path)
+
+
+def test_fourier_heatmap_shape_zero_eps_and_cache(tiny, captioned, tmp_path):
+    from vlmkit.evaluate.spectral import fourier_heatmap
+
+    h = fourier_heatmap(tiny, captioned, out_dir=tmp_path, size=3, eps=3.0, image_size=32)
+    assert h.shape == (3, 3) and (h > 0).all()
+    h0 = fourier_heatmap(tiny, captioned, out_dir=tmp_path / "zero", size=2, eps=0.0, image_size=32)
+    assert torch.allclose(h0, torch.zeros(2, 2), atol=1e-6)  # a zero-norm basis moves nothing
+    h_again = fourier_heatmap(tiny, captioned, out_dir=tmp_path, size=3, eps=3.0, image_size=32)
+    assert torch.equal(h, h_again)

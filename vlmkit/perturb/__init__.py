@@ -14,6 +14,7 @@ from vlmkit.perturb.base import (
     default_generator,
     register_perturbation,
 )
+from vlmkit.perturb import corruptions, frequency, geometric, typographic  # noqa: F401  (registration)
 from vlmkit.registry import create_perturbation, list_perturbations
 
 __all__ = ["PerturbationSpec", "check_images", "compose", "create_perturbation", "default_generator",
