@@ -184,3 +184,18 @@ def test_fourier_heatmap_shape_zero_eps_and_cache(tiny, captioned, tmp_path):
     assert torch.allclose(h0, torch.zeros(2, 2), atol=1e-6)  # a zero-norm basis moves nothing
     h_again = fourier_heatmap(tiny, captioned, out_dir=tmp_path, size=3, eps=3.0, image_size=32)
     assert torch.equal(h, h_again)
+
+
+def test_attack_cells_lower_scores_within_budget(tiny, captioned, tmp_path):
+    import vlmkit.attacks  # noqa: F401  (registers the attacks)
+    from vlmkit.evaluate import attack_cells
+
+    cells = attack_cells("pgd", eps=[8 / 255], steps=3) + attack_cells("feature_pgd", eps=[8 / 255], steps=3)
+    df = evaluate_grid(tiny, captioned, cells, out_dir=tmp_path, progress=False)
+    pgd = df[(df.perturbation == "pgd") & (df.metric == "i2t_R@1")]["value"].iloc[0]
+    assert pgd <= _value(df, "clean", "i2t_R@1")  # the retrieval attack never helps
+    assert df[(df.perturbation == "pgd") & (df.metric == "drift_mean")]["value"].iloc[0] > 0
+    feat = df[(df.perturbation == "feature_pgd") & (df.metric == "drift_mean")]["value"].iloc[0]
+    assert feat > 0
+    again = evaluate_grid(tiny, captioned, cells, out_dir=tmp_path, progress=False)  # cached, deterministic
+    assert again[again.kind == "attack"]["value"].tolist() == df[df.kind == "attack"]["value"].tolist()

@@ -14,6 +14,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import vlmkit.attacks  # noqa: F401  (registers attacks: cells are validated against the registries)
+import vlmkit.perturb  # noqa: F401  (registers perturbations)
 from vlmkit.errors import InputError
 from vlmkit.registry import ATTACKS, PERTURBATIONS
 

@@ -175,11 +175,23 @@ class GridRunner:
         return self._attack(cell, x, start, stop, g)
 
     def _attack(self, cell: Cell, x: torch.Tensor, start: int, stop: int, g: torch.Generator) -> torch.Tensor:
-        from vlmkit.attacks import make_objective
+        """Run an attack cell on one batch with the task's objective (white-box, on [0, 1] pixels)."""
+        from vlmkit.attacks import EmbeddingDrift, RetrievalCE, ZeroShotCE
 
-        objective = make_objective(self.attack_objective or self.data.task, self.data, start, stop)
-        attack = ATTACKS.create(cell.name, objective=objective, **dict(cell.params))
-        return attack(self.vlm, x, generator=g)
+        d = self.data
+        batch: dict[str, Any] = {"text_emb": d.targets}
+        if d.task == "zeroshot":
+            batch["labels"] = d.labels[start:stop].to(x.device)
+        else:  # every caption of each image is a positive
+            img = torch.arange(start, stop, device=x.device)
+            batch["positives"] = d.text_to_image.to(x.device)[None, :] == img[:, None]  # (B, T)
+        kind = self.attack_objective or ("default" if cell.name in ("feature_pgd", "retrieval_pgd") else d.task)
+        objective = {"zeroshot": ZeroShotCE, "retrieval": RetrievalCE, "drift": EmbeddingDrift}.get(kind)
+        if objective is None and kind != "default":
+            raise InputError(f"attack_objective={kind!r}; expected 'zeroshot', 'retrieval' or 'drift'")
+        params = {"generator": g, **dict(cell.params)}
+        attack = ATTACKS.create(cell.name, objective() if objective else None, **params)
+        return attack(self.vlm, x, batch).detach()
 
     # ------------------------------------------------------------------ embeddings of a cell
     def cell_outputs(self, cell: Cell) -> dict[str, torch.Tensor]:
