@@ -25,6 +25,9 @@ from vlmkit.runtime import resolve_device, seed_everything
 log = logging.getLogger("vlmkit.smoke")
 
 DEFAULT_MODELS = ("toy:rn", "toy:vit")
+#: Evaluated on the real photos only (trained on ImageNet, not on the toy world): ConSE from the
+#: packaged EfficientNet-Lite0 + MiniLM, with the single "a photo of a {}." template to keep it quick.
+REAL_PHOTO_MODELS = ("conse:default?templates=photo",)
 
 
 def _toy_retrieval(out: Path, n: int, seed: int) -> CaptionedImages:
@@ -45,13 +48,14 @@ def _coco(data: Path, n: int, seed: int) -> CaptionedImages:
 
 def run_smoke(out_dir: str | Path = "outputs/smoke", data: str | Path | None = None,
               models: Sequence[str] = DEFAULT_MODELS, n: int = 64, seed: int = 0, device: str = "auto",
-              batch_size: int = 64) -> Path:
+              batch_size: int = 64, real_photo_models: Sequence[str] = REAL_PHOTO_MODELS) -> Path:
     """Run the smoke job and return the results folder.
 
     Args:
         out_dir: Results folder (created).
         data: Folder with real photos in the ``../shared/data`` layout (``coco-mini/``); None = toy world only.
-        models: Model specs.
+        models: Model specs evaluated on every dataset.
+        real_photo_models: Extra model specs evaluated on the real photos only (when ``data`` is given).
         n: Images per dataset.
         seed: Seeds rendering, subsets and everything random.
         device: "auto", "cpu", "cuda".
@@ -60,11 +64,11 @@ def run_smoke(out_dir: str | Path = "outputs/smoke", data: str | Path | None = N
     seed_everything(seed)
     out = Path(out_dir)
     dev = resolve_device(device)
-    datasets: list[CaptionedImages] = [_toy_retrieval(out, n, seed)]
-    if data is not None:
-        datasets.append(_coco(Path(data), n, seed))
+    toy = _toy_retrieval(out, n, seed)
+    real = [_coco(Path(data), n, seed)] if data is not None else []
+    plan = [(spec, [toy, *real]) for spec in models] + [(spec, real) for spec in real_photo_models if real]
     rows: list[dict[str, Any]] = []
-    for spec in models:
+    for spec, datasets in plan:
         vlm = load_model(spec, device=dev)
         for ds in datasets:
             t0 = time.perf_counter()

@@ -10,6 +10,7 @@ Spec strings are ``<family>:<rest>``::
     hf:openai/clip-vit-base-patch32          transformers hub id
     hf:/path/to/folder                       transformers save_pretrained folder
     toy:vit                                  a model trained on the toy world, shipped with vlmkit
+    conse:default                            ConSE: packaged EfficientNet-Lite0 + MiniLM (real photos, offline)
 
 New families register a loader ``(rest, device, dtype, *, spec) -> VLM`` with
 ``@MODELS.register("name")``.
@@ -23,6 +24,7 @@ import torch
 
 from vlmkit.errors import ModelSpecError, did_you_mean
 from vlmkit.models.base import VLM, PreprocessConfig, VisionTokens, resize_and_normalise
+from vlmkit.models.conse import ConSEVLM, load_conse  # registers the "conse" family
 from vlmkit.models.hf import HFVLM, load_hf
 from vlmkit.models.openclip import OpenCLIPVLM, load_open_clip
 from vlmkit.models.toy import ToyVLM, load_toy
@@ -107,7 +109,7 @@ def load_model(spec: str, device: str | torch.device | None = "auto", dtype: str
 create_model = load_model
 
 __all__ = [
-    "VLM", "HFVLM", "OpenCLIPVLM", "ToyVLM", "PreprocessConfig", "VisionTokens", "resize_and_normalise",
+    "VLM", "ConSEVLM", "HFVLM", "OpenCLIPVLM", "ToyVLM", "PreprocessConfig", "VisionTokens", "resize_and_normalise",
     "load_model", "create_model", "list_models", "list_model_families", "parse_spec", "load_open_clip", "load_hf",
-    "load_toy",
+    "load_toy", "load_conse",
 ]
