@@ -1,0 +1,162 @@
+"""Known-answer validation of the interpretability tools on the toy world's trained ViT (``toy:vit``).
+
+The toy world knows every pixel's meaning, so the tools must find what is there:
+
+* relevance for the prompt naming an object lands on that object's mask far more than its area share;
+* some heads attend to the written word of a typographic attack, and masking them lowers the flip rate;
+* some SAE latents track a colour or a shape (high AUROC), and they are more monosemantic (MS, with
+  image embeddings from the separately trained ``toy:rn``) than the median latent.
+
+Scenes come from the held-out evaluation seed (training refuses it) on sub-streams of their own.
+Run with ``-s`` to see the measured numbers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import vlmkit
+from vlmkit import toyworld
+from vlmkit.interpret import heads as H
+from vlmkit.interpret.geometry import boxes_to_masks
+from vlmkit.interpret.latents import factor_auroc
+from vlmkit.interpret.monosemanticity import monosemanticity_score
+from vlmkit.interpret.relevance import mass_in_mask, relevance_map
+from vlmkit.interpret.sae import SAEConfig, evaluate_sae, sae_latents, train_sae
+from vlmkit.interpret.store import collect_activations
+from vlmkit.metrics import build_zero_shot_classifier
+from vlmkit.toyworld.evaluate import EVAL_SEED, meets_bars, stack_images
+from vlmkit.toyworld.grammar import ZERO_SHOT_TEMPLATE
+from vlmkit.toyworld.world import SHAPES, render_spec, render_typographic, scene_rng, single_object_spec
+
+pytestmark = pytest.mark.skipif(
+    "vit" not in toyworld.list_checkpoints(),
+    reason="the trained toy ViT is not shipped yet: vlmkit.toyworld.list_checkpoints() has no 'vit' "
+           "(train it with python -m vlmkit.toyworld.train --config vlmkit/toyworld/configs/vit.json "
+           "--out vlmkit/toyworld/checkpoints/vit)",
+)
+
+_STREAM_RELEVANCE, _STREAM_TYPO, _STREAM_SAE = 21, 22, 23
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """The toy models are tiny: one thread avoids oversubscribing the shared CPUs."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def vit():
+    return vlmkit.load_model("toy:vit", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def shape_classifier(vit):
+    return build_zero_shot_classifier(vit, list(SHAPES), [ZERO_SHOT_TEMPLATE])
+
+
+def test_relevance_falls_on_the_named_object(vit):
+    n = 64
+    scenes = [render_spec(single_object_spec(scene_rng(EVAL_SEED, i, _STREAM_RELEVANCE))) for i in range(n)]
+    x = stack_images(scenes)
+    prompts = [ZERO_SHOT_TEMPLATE.format(s.objects[0].shape) for s in scenes]
+    masks = torch.from_numpy(np.stack([s.objects[0].mask for s in scenes]))
+    out = {}
+    for method in ("chefer", "gradcam"):
+        maps = relevance_map(vit, x, prompts, method=method, progress=False)
+        r = mass_in_mask(maps, masks)
+        out[method] = (float(r["ratio"].mean()), float(r["mass"].mean()), float(r["area"].mean()))
+        print(f"[toy:vit] {method}: mass-in-mask / area share = {out[method][0]:.2f} "
+              f"(mass {out[method][1]:.3f}, area {out[method][2]:.3f}, {n} single-object scenes)")
+    assert out["chefer"][0] >= 1.5, f"Chefer relevance mass-in-mask / area share {out['chefer'][0]:.2f} < 1.5"
+    assert out["gradcam"][0] >= 1.2, f"Grad-CAM mass-in-mask / area share {out['gradcam'][0]:.2f} < 1.2"
+
+
+def _typographic_set(n: int):
+    scam, blank, words, labels, boxes = [], [], [], [], []
+    for i in range(n):
+        s, b, _, w = render_typographic(scene_rng(EVAL_SEED, i, _STREAM_TYPO))
+        scam.append(s)
+        blank.append(b)
+        words.append(SHAPES.index(w))
+        labels.append(SHAPES.index(s.objects[0].shape))
+        boxes.append(s.sign.word_box)
+    return (stack_images(scam), stack_images(blank), torch.tensor(words), torch.tensor(labels),
+            torch.tensor(boxes))
+
+
+def test_word_heads_carry_the_typographic_attack(vit, shape_classifier):
+    held_out = vit.meta.get("training", {}).get("held_out_metrics", {})
+    if not held_out or not meets_bars(held_out)["typo_ratio"] or not meets_bars(held_out)["attack_share_scam"]:
+        rec = vit.meta.get("training", {})
+        pytest.skip(f"the shipped toy ViT is not fooled by typographic attacks (held-out attack share "
+                    f"{held_out.get('attack_share_scam')} vs blank {held_out.get('attack_share_noscam')}; trained "
+                    f"{rec.get('steps')}/{rec.get('steps_planned')} steps): no word heads to find; needs the "
+                    "fully trained checkpoint")
+    x_scam, x_blank, words, labels, boxes = _typographic_set(200)
+    word_masks = boxes_to_masks(boxes, tuple(x_scam.shape[-2:]))
+    region = H.region_attention(vit, x_scam, word_masks, progress=False)  # sorted by ratio
+    top = region.iloc[0]
+    print(f"[toy:vit] word-box attention ratio per head (top 5):\n{region.head(5).to_string(index=False)}")
+    # some head looks at the word far more than its area share
+    assert top["ratio"] > 1.5, f"best word-attention ratio {top['ratio']:.2f} <= 1.5"
+
+    flip = H.flip_rate_metric(x_scam, words, shape_classifier)
+    metrics = {"scam": {"flip_rate": flip, "top1": H.zero_shot_accuracy_metric(x_scam, labels, shape_classifier)},
+               "blank": {"flip_rate": H.flip_rate_metric(x_blank, words, shape_classifier)}}
+    k = 2
+    word_heads = H.head_mask_from_table(region, top=k)
+    other_heads = H.head_mask_from_table(region.iloc[::-1], top=k)  # the k heads that look at the word least
+    eff_word = H.mask_effect(vit, metrics, word_heads).set_index(["condition", "metric"])
+    eff_other = H.mask_effect(vit, metrics, other_heads).set_index(["condition", "metric"])
+    base = eff_word.loc[("scam", "flip_rate"), "baseline"]
+    fw = eff_word.loc[("scam", "flip_rate"), "value"]
+    fo = eff_other.loc[("scam", "flip_rate"), "value"]
+    print(f"[toy:vit] typographic flip rate: {base:.3f} unmasked; {fw:.3f} with the {k} top word heads {word_heads} "
+          f"masked; {fo:.3f} with the {k} least word-attending heads {other_heads} masked "
+          f"(blank-label flip rate {eff_word.loc[('blank', 'flip_rate'), 'baseline']:.3f}; "
+          f"accuracy on attacked images {eff_word.loc[('scam', 'top1'), 'baseline']:.3f} -> "
+          f"{eff_word.loc[('scam', 'top1'), 'value']:.3f})")
+    blank = eff_word.loc[("blank", "flip_rate"), "baseline"]
+    assert base > 2 * blank, f"the attack does not work on this model: flip rate {base:.3f} vs blank {blank:.3f}"
+    assert fw < base - 0.05, f"masking the word heads does not lower the flip rate: {base:.3f} -> {fw:.3f}"
+    assert fw < fo, f"masking the word heads ({fw:.3f}) is no better than masking other heads ({fo:.3f})"
+
+
+@pytest.mark.skipif("rn" not in toyworld.list_checkpoints(),
+                    reason="the MS needs a separate image encoder: toy:rn is not shipped yet")
+def test_sae_latents_align_with_ground_truth_factors(vit, tmp_path):
+    n = 1500
+    scenes = [render_spec(single_object_spec(scene_rng(EVAL_SEED, i, _STREAM_SAE))) for i in range(n)]
+    x = stack_images(scenes)
+    store = collect_activations(vit, x, tmp_path / "acts", layer=-1, token="mean", batch_size=250, progress=False)
+    sae, _ = train_sae(store, SAEConfig(n_latents=256, kind="topk", k=8, steps=1000, batch_size=256, lr=2e-3,
+                                        resample_every=250, dead_after=200, seed=0), progress=False)
+    ev = evaluate_sae(sae, store)
+    print(f"[toy:vit] TopK SAE (K=256, k=8) on last-layer mean patch tokens: {ev}")
+    assert ev["explained_variance"] > 0.7, ev
+    acts = sae_latents(sae, store)  # (N, K)
+    factors = {"color": [s.objects[0].color for s in scenes], "shape": [s.objects[0].shape for s in scenes]}
+    au = factor_auroc(acts, factors)
+    rn = vlmkit.load_model("toy:rn", device="cpu")  # a separate encoder for the MS similarities
+    emb = rn.embed_images(x, batch_size=250, progress=False)
+    ms = monosemanticity_score(acts, emb).numpy()
+    alive = np.isfinite(ms)
+    median_ms = float(np.median(ms[alive]))
+    au["ms"] = ms[au["best_latent"].to_numpy()]
+    print(f"[toy:vit] best latent per factor value:\n{au.to_string(index=False)}")
+    summary = au.groupby("factor").agg(best_auroc=("auroc", "max"), mean_auroc=("auroc", "mean"),
+                                       median_ms_best=("ms", "median"))
+    print(f"[toy:vit] per factor:\n{summary.to_string()}\nmedian MS over {alive.sum()} live latents: {median_ms:.3f}")
+    # some latents track a colour or a shape ...
+    aligned = au[au["auroc"] > 0.95]
+    assert len(aligned) >= 2, f"fewer than 2 factor values have a latent with AUROC > 0.95:\n{au}"
+    # ... and those latents are more monosemantic than the median latent
+    ms_aligned = float(np.median(ms[aligned["best_latent"].unique()]))
+    print(f"[toy:vit] median MS of the {aligned['best_latent'].nunique()} latents with AUROC > 0.95: {ms_aligned:.3f}")
+    assert ms_aligned > median_ms, f"aligned latents' MS {ms_aligned:.3f} <= median latent's {median_ms:.3f}"
