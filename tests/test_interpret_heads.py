@@ -17,13 +17,7 @@ from vlmkit.interpret.geometry import boxes_to_masks
 from vlmkit.interpret.plotting import plot_head_maps, plot_head_sweep
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread; the shared CPUs are oversubscribed otherwise."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest
 
 
 @pytest.fixture(scope="module")

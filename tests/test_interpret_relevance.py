@@ -17,13 +17,7 @@ from vlmkit.interpret.geometry import boxes_to_masks, grid_to_image, image_to_gr
 from vlmkit.metrics import build_zero_shot_classifier
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread; the shared CPUs are oversubscribed otherwise."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest
 
 
 @pytest.fixture(scope="module")

@@ -24,13 +24,7 @@ from vlmkit.interpret.sae import SAEConfig, SparseAutoencoder, evaluate_sae, fit
 from vlmkit.interpret.store import ActivationStore, collect_activations, image_activations
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small matrices run fastest on one thread; the shared CPUs are oversubscribed otherwise."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest
 
 
 def synthetic_sparse(n=4000, d=16, m=24, k=3, seed=0):

@@ -31,23 +31,14 @@ from vlmkit.toyworld.evaluate import EVAL_SEED, meets_bars, stack_images
 from vlmkit.toyworld.grammar import ZERO_SHOT_TEMPLATE
 from vlmkit.toyworld.world import SHAPES, render_spec, render_typographic, scene_rng, single_object_spec
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.skipif(
     "vit" not in toyworld.list_checkpoints(),
     reason="the trained toy ViT is not shipped yet: vlmkit.toyworld.list_checkpoints() has no 'vit' "
            "(train it with python -m vlmkit.toyworld.train --config vlmkit/toyworld/configs/vit.json "
            "--out vlmkit/toyworld/checkpoints/vit)",
-)
+)]
 
 _STREAM_RELEVANCE, _STREAM_TYPO, _STREAM_SAE = 21, 22, 23
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The toy models are tiny: one thread avoids oversubscribing the shared CPUs."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from vlmkit.errors import InputError
+from vlmkit.validate import check_images
 from vlmkit.models.attention import AttentionTap, install_taps, num_heads, validate_head_mask
 
 log = logging.getLogger("vlmkit.models")
@@ -244,28 +245,13 @@ class VLM(nn.Module):
 
     # ------------------------------------------------------------------ images
     def validate_images(self, x: Any, arg: str = "x") -> torch.Tensor:
-        """Check that ``x`` is a float tensor ``(B, 3, H, W)`` with values in [0, 1].
+        """Check that ``x`` is a float tensor ``(B, 3, H, W)`` with values in [0, 1] (the range check,
+        one host sync, is skipped when ``check_inputs`` is False).
 
         Raises:
             InputError: Naming the argument and what was expected.
         """
-        if not isinstance(x, torch.Tensor):
-            raise InputError(f"{arg} must be a torch.Tensor of float images (B, 3, H, W) in [0, 1], got {type(x).__name__}")
-        if not x.is_floating_point():
-            hint = " (uint8 images: convert with x.float() / 255)" if x.dtype == torch.uint8 else ""
-            raise InputError(f"{arg} must be a float tensor in [0, 1], got dtype {x.dtype}{hint}")
-        if x.ndim != 4 or x.shape[1] != 3:
-            raise InputError(f"{arg} must have shape (B, 3, H, W), got {tuple(x.shape)}")
-        if x.shape[0] == 0:
-            raise InputError(f"{arg} is an empty batch (B=0)")
-        if self.check_inputs:
-            lo, hi = float(x.detach().amin()), float(x.detach().amax())
-            if not (lo >= -1e-4 and hi <= 1 + 1e-4) or math.isnan(lo) or math.isnan(hi):
-                raise InputError(
-                    f"{arg} must hold values in [0, 1] (un-normalised pixels; the model normalises inside), "
-                    f"got range [{lo:.4g}, {hi:.4g}]"
-                )
-        return x
+        return check_images(x, arg, check_range=self.check_inputs, allow_empty=False)
 
     def preprocess(self, x: torch.Tensor) -> torch.Tensor:
         """``[0, 1]`` images ``(B, 3, H, W)`` → normalised model input ``(B, 3, *image_size)``."""

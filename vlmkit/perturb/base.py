@@ -28,24 +28,9 @@ import torch
 
 from vlmkit.errors import InputError
 from vlmkit.registry import PERTURBATIONS
+from vlmkit.validate import check_images  # re-exported: the perturbation contract's input check
 
 PerturbFn = Callable[..., torch.Tensor]
-
-
-def check_images(x: Any, name: str = "x", check_range: bool = True) -> torch.Tensor:
-    """Validate a batch of float images ``(B, 3, H, W)`` in ``[0, 1]`` (clear :class:`InputError` otherwise)."""
-    if not isinstance(x, torch.Tensor):
-        raise InputError(f"{name} must be a torch.Tensor (B, 3, H, W) of floats in [0, 1], got {type(x).__name__}")
-    if not x.is_floating_point():
-        hint = " (convert uint8 with x.float() / 255)" if x.dtype == torch.uint8 else ""
-        raise InputError(f"{name} must be a float tensor in [0, 1], got dtype {x.dtype}{hint}")
-    if x.ndim != 4 or x.shape[1] != 3:
-        raise InputError(f"{name} must have shape (B, 3, H, W), got {tuple(x.shape)}")
-    if check_range and x.numel():
-        lo, hi = float(x.amin()), float(x.amax())
-        if lo < -1e-4 or hi > 1 + 1e-4:
-            raise InputError(f"{name} must hold values in [0, 1], got range [{lo:.4g}, {hi:.4g}]")
-    return x
 
 
 def default_generator(x: torch.Tensor, generator: torch.Generator | None) -> torch.Generator:
