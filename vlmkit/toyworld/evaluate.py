@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..metrics.retrieval import retrieval_metrics
 from .grammar import READING_TEMPLATE, ZERO_SHOT_TEMPLATE, describe
 from .world import (
     SHAPES,
@@ -90,14 +91,8 @@ def retrieval_recall(
     scenes, captions = retrieval_scenes(n, seed, size)
     img = embed_images(encode_image, stack_images(scenes))  # (N, D)
     txt = embed_texts(encode_text, captions)  # (N, D)
-    sim = img @ txt.T  # (N, N)
-    target = torch.arange(n)
-    out: dict[str, float] = {}
-    for name, s in (("i2t", sim), ("t2i", sim.T)):
-        ranks = (s > s[target, target][:, None]).sum(1)  # (N,) how many beat the true pair
-        for k in ks:
-            out[f"{name}_R@{k}"] = float((ranks < k).float().mean())
-    return out
+    m = retrieval_metrics(img, txt, torch.arange(n), ks=ks)  # the kit's one Recall@K definition
+    return {f"{d}_R@{k}": m[f"{d}_R@{k}"] for d in ("i2t", "t2i") for k in ks}
 
 
 def zero_shot_classify(
