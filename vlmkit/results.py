@@ -34,7 +34,7 @@ def make_row(*, model: str, dataset: str, metric: str, value: float, n: int, see
     return row
 
 
-def _atomic_write(path: Path, write: Any) -> None:
+def atomic_write(path: Path, write: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
@@ -52,8 +52,8 @@ def write_table(rows: Iterable[Mapping[str, Any]] | pd.DataFrame, folder: str | 
     cols = [c for c in COLUMNS if c in df.columns] + [c for c in df.columns if c not in COLUMNS]
     df = df[cols]
     folder = Path(folder)
-    _atomic_write(folder / "results.parquet", lambda p: df.to_parquet(p, index=False))
-    _atomic_write(folder / "results.csv", lambda p: df.to_csv(p, index=False))
+    atomic_write(folder / "results.parquet", lambda p: df.to_parquet(p, index=False))
+    atomic_write(folder / "results.csv", lambda p: df.to_csv(p, index=False))
     return folder / "results.parquet"
 
 

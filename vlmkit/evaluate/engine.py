@@ -23,7 +23,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -54,7 +53,7 @@ from vlmkit.metrics import (
 )
 from vlmkit.models import VLM, load_model
 from vlmkit.registry import ATTACKS, PERTURBATIONS
-from vlmkit.results import make_row
+from vlmkit.results import atomic_write, make_row
 from vlmkit.runtime import make_generator, resolve_device, seed_everything
 
 log = logging.getLogger("vlmkit.evaluate")
@@ -87,15 +86,7 @@ class TensorCache:
     def put(self, key: str, value: dict[str, torch.Tensor]) -> None:
         if not self.enabled:
             return
-        self.root.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.root, suffix=".tmp")
-        os.close(fd)
-        try:
-            torch.save({k: v.detach().cpu() for k, v in value.items()}, tmp)
-            os.replace(tmp, self.root / f"{key}.pt")
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        atomic_write(self.root / f"{key}.pt", lambda p: torch.save({k: v.detach().cpu() for k, v in value.items()}, p))
 
 
 @dataclass

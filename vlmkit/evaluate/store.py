@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from vlmkit.results import COLUMNS, _atomic_write, write_table
+from vlmkit.results import COLUMNS, atomic_write, write_table
 
 
 def slug(text: str) -> str:
@@ -43,7 +43,7 @@ class ResultsStore:
     def write_cell(self, model: str, dataset: str, key: str, rows: Iterable[Mapping[str, Any]]) -> Path:
         df = pd.DataFrame(list(rows))
         path = self.cell_path(model, dataset, key)
-        _atomic_write(path, lambda p: df.to_parquet(p, index=False))
+        atomic_write(path, lambda p: df.to_parquet(p, index=False))
         return path
 
     def read_cell(self, model: str, dataset: str, key: str) -> pd.DataFrame:

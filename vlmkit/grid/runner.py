@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from vlmkit.errors import DataNotFoundError
 from vlmkit.grid.spec import GridSpec, Run, load_grid
-from vlmkit.results import _atomic_write
+from vlmkit.results import atomic_write
 
 log = logging.getLogger("vlmkit.grid")
 
@@ -73,7 +73,7 @@ def execute_run(run: Run, out_dir: Path, *, notebooks_dir: Path = NOTEBOOKS_DIR,
             msg = f"{type(e).__name__}: {' '.join(str(e).split())[:500]}"
             log.error("grid %s run %s: notebook %s failed (%s)", run.grid, run.run_id, dst, msg)
             return RunResult(run, out_dir, "failed", dst, msg, time.perf_counter() - t0)
-        _atomic_write(marker, lambda p: Path(p).write_text(json.dumps({"parameters": _jsonable(params),
+        atomic_write(marker, lambda p: Path(p).write_text(json.dumps({"parameters": _jsonable(params),
                                                                         "finished": time.time()})))
         ran = True
     return RunResult(run, out_dir, "done" if ran else "skipped", seconds=time.perf_counter() - t0)
@@ -123,7 +123,7 @@ def run_grid(grid: str | Path | GridSpec, *, out_root: str | Path = "outputs", o
                     for r in runs]
             for f in tqdm(futs, desc=f"grid {spec.name}", disable=not progress):
                 results.append(f.result())
-    _atomic_write(root / "grid.json", lambda p: Path(p).write_text(json.dumps(
+    atomic_write(root / "grid.json", lambda p: Path(p).write_text(json.dumps(
         {"grid": spec.name, "source": str(spec.source), "runs": [
             {"run_id": r.run.run_id, "status": r.status, "out_dir": str(r.out_dir),
              "failed_notebook": str(r.failed_notebook) if r.failed_notebook else None, "error": r.error,

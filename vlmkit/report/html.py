@@ -17,7 +17,7 @@ import pandas as pd
 import vlmkit
 from vlmkit.errors import DataNotFoundError
 from vlmkit.report.figures import degradation_curves, radar, save
-from vlmkit.results import _atomic_write
+from vlmkit.results import atomic_write
 
 KEY_METRICS = ("i2t_R@1", "t2i_R@1", "top1", "drift_mean", "IFR", "attack_word_rate")
 
@@ -95,5 +95,5 @@ def build_report(folder: str | Path, title: str | None = None) -> Path:
             "td,th{padding:2px 8px;border-bottom:1px solid #ddd}img{max-width:100%}figure{margin:1em 0}"
             "</style></head><body>" + "\n".join(parts) + "</body></html>")
     path = out / "report.html"
-    _atomic_write(path, lambda p: Path(p).write_text(page, encoding="utf-8"))
+    atomic_write(path, lambda p: Path(p).write_text(page, encoding="utf-8"))
     return path
