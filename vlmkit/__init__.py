@@ -39,6 +39,7 @@ from vlmkit.registry import (
     list_perturbations,
 )
 from vlmkit.runtime import autocast, make_generator, resolve_device, resolve_dtype, seed_everything
+from vlmkit import tasks  # noqa: E402  (registers TASKS: segmentation, answer_scoring, language_adversarial)
 
 __all__ = [
     "__version__", "VLM", "VisionTokens", "load_model", "create_model", "list_models", "list_model_families",
@@ -46,5 +47,5 @@ __all__ = [
     "create_perturbation", "list_attacks", "create_attack", "list_metrics", "create_metric", "resolve_device",
     "resolve_dtype", "autocast", "seed_everything", "make_generator", "VLMKitError", "DataError",
     "DataNotFoundError", "EmptyDatasetError", "InputError", "ModelSpecError", "RegistryError",
-    "WeightsNotFoundError",
+    "WeightsNotFoundError", "tasks",
 ]

@@ -103,6 +103,9 @@ class TaskData:
 
 
 def infer_task(dataset: Any) -> str:
+    own = getattr(dataset, "task", None)  # task datasets (vlmkit.tasks: SegmentationSet, QuestionSet) name theirs
+    if isinstance(own, str):
+        return own
     if isinstance(dataset, CaptionedImages):
         return "retrieval"
     if isinstance(dataset, (LabelledImages, TypographicImages)):
@@ -331,7 +334,9 @@ def evaluate_grid(models: Sequence[str | VLM] | str | VLM, dataset: Any, cells: 
         dataset: A captioned (retrieval) or labelled/typographic (zero-shot) dataset.
         cells: Grid cells (see :mod:`vlmkit.evaluate.cells`); the clean cell is always evaluated.
         out_dir: Results folder (``results.parquet``/``.csv``, per-cell files, caches).
-        task: "retrieval" or "zeroshot" (default: from the dataset type).
+        task: "retrieval" or "zeroshot" (default: from the dataset type), or a grid task of
+            ``vlmkit.TASKS`` ("segmentation", "answer_scoring") or a ``vlmkit.tasks.Task`` instance,
+            run by :func:`vlmkit.tasks.evaluate_task_grid` with the same cells, seeds, caches and rows.
         seed: Seeds perturbations (per cell and batch), control pairs and attacks' random starts.
         batch_size: Images per forward pass (halved automatically on CUDA out-of-memory).
         device: "auto", "cpu", "cuda".
@@ -348,6 +353,12 @@ def evaluate_grid(models: Sequence[str | VLM] | str | VLM, dataset: Any, cells: 
     """
     seed_everything(seed)
     task = task or infer_task(dataset)
+    if not isinstance(task, str) or task not in ("retrieval", "zeroshot"):  # a vlmkit.tasks grid task (TASKS)
+        from vlmkit.tasks.engine import evaluate_task_grid
+
+        return evaluate_task_grid(task, models, dataset, cells, out_dir=out_dir, seed=seed, batch_size=batch_size,
+                                  device=device, image_size=image_size, dataset_name=dataset_name, cache=cache,
+                                  progress=progress)
     models = [models] if isinstance(models, (str, VLM)) else list(models)
     if not models:
         raise InputError("models is empty: pass at least one model spec")
