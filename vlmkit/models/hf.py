@@ -154,6 +154,9 @@ def load_hf(rest: str, device: torch.device, dtype: torch.dtype, *, spec: str | 
     processor_cfg = _read_json(Path(src) / "preprocessor_config.json") if is_local else _hub_processor_cfg(rest)
     model = model.to(device=device, dtype=dtype)
     meta = {"spec": spec, "weights": src, "model_type": model_type}
+    robust = _read_json(Path(src) / "robust.json") if is_local else None
+    if robust is not None:  # made by vlmkit.robust: its provenance travels with the model
+        meta["robust"] = robust
     return HFVLM(model, tokenizer, name=spec, model_type=model_type, processor_cfg=processor_cfg, meta=meta)
 
 

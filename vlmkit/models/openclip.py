@@ -13,6 +13,8 @@ Spec forms (after the ``open_clip:`` prefix):
 
 from __future__ import annotations
 
+import json
+
 import logging
 from pathlib import Path
 from typing import Any
@@ -160,6 +162,8 @@ def load_open_clip(rest: str, device: torch.device, dtype: torch.dtype, *, spec:
         model = open_clip.create_model(f"local-dir:{p}", device=device, precision="fp32")
         tokenizer = _tokenizer(f"local-dir:{p}")
         meta.update(weights=str(p))
+        if (p / "robust.json").is_file():  # made by vlmkit.robust: its provenance travels with the model
+            meta["robust"] = json.loads((p / "robust.json").read_text())
         return _finish(model, tokenizer, spec, device, dtype, meta)
 
     arch, _, tail = rest.partition("/")

@@ -1,0 +1,6 @@
+"""``python -m vlmkit.robust params/robust_toy.yaml`` — same as ``vlmkit robust``."""
+
+from vlmkit.robust.cli import main
+
+if __name__ == "__main__":
+    main()
