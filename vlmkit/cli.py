@@ -1,10 +1,10 @@
 """The ``vlmkit`` command: thin wrappers over the package's rooms.
 
-    vlmkit smoke [--data ../shared/data] [--out outputs/smoke]   run the smoke job
-    vlmkit grid params/X.yaml [--only ...] [--dry-run]            run a papermill grid
-    vlmkit report outputs/<grid>                                  build the HTML report
-    vlmkit models [--family open_clip]                            list loadable models
-    vlmkit info SPEC                                              load a model and describe it
+    vlmkit smoke [--data ../shared/data] [--out outputs/smoke-job]    run the smoke job (Python only, no notebooks)
+    vlmkit grid params/X.yaml [--data DIR] [--only ...] [--dry-run]   run a papermill grid, then build its report
+    vlmkit report outputs/<grid>                                      build the HTML report
+    vlmkit models [--family open_clip]                                list loadable models
+    vlmkit info SPEC                                                  load a model and describe it
 """
 
 from __future__ import annotations
@@ -33,7 +33,17 @@ def _smoke(args: argparse.Namespace) -> int:
 def _grid(args: argparse.Namespace) -> int:
     from vlmkit.grid import run_grid
 
-    extra = {"data_path": str(args.data)} if args.data else None
+    extra = None
+    if args.data:  # notebooks run with notebooks/ as their working directory: pass the folder as an absolute path
+        from pathlib import Path
+
+        from vlmkit.errors import DataNotFoundError
+
+        data = Path(args.data).expanduser()
+        if not data.is_dir():
+            raise DataNotFoundError(f"--data folder {args.data!r} does not exist (resolved to {data.resolve()}); "
+                                    "drop --data to run on the toy world only")
+        extra = {"data_path": str(data.resolve())}
     results = run_grid(args.grid, out_root=args.out, only=args.only, dry_run=args.dry_run, extra=extra,
                        timeout_s=args.timeout, workers=args.workers)
     failed = 0
@@ -48,7 +58,7 @@ def _grid(args: argparse.Namespace) -> int:
 
         grid_dir = results[0].out_dir.parent
         try:
-            print(f"report: {build_report(grid_dir)}")
+            print(f"report: {build_report(grid_dir).resolve()}")
         except Exception as e:  # a grid whose runs all failed has nothing to report
             print(f"no report: {e}")
     return 1 if failed else 0
@@ -91,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("smoke", help="run the smoke job (toy world + optional real photos)")
     s.add_argument("--data", default=None, help="folder with real photos in the ../shared/data layout (coco-mini/)")
-    s.add_argument("--out", default="outputs/smoke", help="results folder")
+    # not outputs/smoke: that is `vlmkit grid params/smoke.yaml`'s folder, whose report reads every table below it
+    s.add_argument("--out", default="outputs/smoke-job", help="results folder")
     s.add_argument("--models", nargs="*", default=None, help="model specs (default: the shipped toy models)")
     s.add_argument("--n", type=int, default=64, help="images per dataset")
     s.add_argument("--seed", type=int, default=0)
