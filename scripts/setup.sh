@@ -13,7 +13,7 @@ PIP=".venv/bin/python -m pip"
 $PIP install -q --upgrade pip
 # torch/torchvision: these pins install from local files here (~75 s); others download several GB.
 $PIP install -q torch==2.14.1 torchvision==0.29.1
-$PIP install -q -e ".[dev,offline]"
+$PIP install -q -e ".[dev,offline,cluster]"
 # torchattacks (PGD reference in tests/benchmarks) pins requests~=2.25, which conflicts with the
 # huggingface stack; it does not use requests for attacking, so install it without its pins.
 $PIP install -q --no-deps torchattacks==3.5.1

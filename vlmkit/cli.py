@@ -2,6 +2,7 @@
 
     vlmkit smoke [--data ../shared/data] [--out outputs/smoke-job]    run the smoke job (Python only, no notebooks)
     vlmkit grid params/X.yaml [--data DIR] [--only ...] [--dry-run]   run a papermill grid, then build its report
+        [--executor local --workers 2 | --executor slurm --partition gpu --gpus-per-node 1 ...]
     vlmkit report outputs/<grid>                                      build the HTML report
     vlmkit models [--family open_clip]                                list loadable models
     vlmkit info SPEC                                                  load a model and describe it
@@ -44,19 +45,25 @@ def _grid(args: argparse.Namespace) -> int:
             raise DataNotFoundError(f"--data folder {args.data!r} does not exist (resolved to {data.resolve()}); "
                                     "drop --data to run on the toy world only")
         extra = {"data_path": str(data.resolve())}
+    options = {"cluster": args.cluster, "partition": args.partition, "gpus_per_node": args.gpus_per_node,
+               "cpus_per_task": args.cpus_per_task, "mem_gb": args.mem_gb, "timeout_min": args.timeout_min,
+               "max_retries": args.max_retries, "chunk_size": args.chunk_size}
     results = run_grid(args.grid, out_root=args.out, only=args.only, dry_run=args.dry_run, extra=extra,
-                       timeout_s=args.timeout, workers=args.workers)
+                       timeout_s=args.timeout, workers=args.workers, executor=args.executor, executor_options=options)
     failed = 0
     for r in results:
         line = f"{r.status:<8} {r.run.run_id:<40} {r.out_dir}"
         if r.status == "failed":
             failed += 1
             line += f"\n         failed notebook: {r.failed_notebook}\n         {r.error}"
+            if r.log:
+                line += f"\n         job {r.job_id} log ({r.attempts} attempt(s)): {r.log}"
         print(line)
     if not args.dry_run and results:
         from vlmkit.report import build_report
 
         grid_dir = results[0].out_dir.parent
+        print(f"results table: {grid_dir / 'grid_results.parquet'}")
         try:
             print(f"report: {build_report(grid_dir).resolve()}")
         except Exception as e:  # a grid whose runs all failed has nothing to report
@@ -116,7 +123,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--data", default=None, help="real-photo folder passed to every notebook as data_path")
     g.add_argument("--out", default="outputs", help="parent folder of <grid>/<run>/")
     g.add_argument("--timeout", type=int, default=None, help="per-cell timeout in seconds")
-    g.add_argument("--workers", type=int, default=None, help="runs in parallel (local executor)")
+    g.add_argument("--workers", default=None, help="runs in parallel (local executor): a number, or 'gpus' for one per visible GPU")
+    g.add_argument("--executor", choices=["local", "slurm"], default=None,
+                   help="local processes (default: the grid's executor.kind) or slurm jobs through submitit")
+    g.add_argument("--cluster", default=None, help="submitit cluster for --executor slurm: slurm (default), local, debug")
+    g.add_argument("--partition", default=None, help="slurm partition")
+    g.add_argument("--gpus-per-node", type=int, default=None, help="GPUs per job")
+    g.add_argument("--cpus-per-task", type=int, default=None, help="CPUs per job")
+    g.add_argument("--mem-gb", type=float, default=None, help="memory per job (GB)")
+    g.add_argument("--timeout-min", type=int, default=None, help="wall-time limit per job (minutes)")
+    g.add_argument("--max-retries", type=int, default=None, help="resubmissions of a failed run (default 1)")
+    g.add_argument("--chunk-size", type=int, default=None, help="runs per job (default 1)")
     g.set_defaults(func=_grid)
 
     r = sub.add_parser("report", help="build the HTML report of a run or grid folder")

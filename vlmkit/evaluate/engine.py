@@ -15,6 +15,13 @@ Tasks (chosen from the dataset type unless given):
 
 Both add representation drift against control drift, and — for ``token_layers`` — Dirichlet energy
 and token drift of vision tokens per layer.
+
+One GPU near its limit (all opt-in; the defaults give the float32 numbers of before): ``precision="bf16"``
+runs the image tower — for encoding and inside attacks — under autocast while pixels, perturbations,
+attack steps and ε-ball projections, similarities and metrics stay float32 (the cell cache and the rows
+record the precision); ``channels_last``; ``compile`` (``torch.compile``; "reduce-overhead" adds CUDA
+graphs); ``batch_size="auto"`` (from free memory on CUDA, halved on out-of-memory); ``resident`` keeps
+the decoded uint8 images on the device (default: on CUDA), so a cell makes no host round-trip.
 """
 
 from __future__ import annotations
@@ -54,7 +61,15 @@ from vlmkit.metrics import (
 from vlmkit.models import VLM, load_model
 from vlmkit.registry import ATTACKS, PERTURBATIONS
 from vlmkit.results import atomic_write, make_row
-from vlmkit.runtime import make_generator, resolve_device, seed_everything
+from vlmkit.runtime import (
+    auto_batch_size,
+    fast_model,
+    make_generator,
+    resolve_device,
+    resolve_dtype,
+    run_batched_with_backoff,
+    seed_everything,
+)
 
 log = logging.getLogger("vlmkit.evaluate")
 
@@ -120,47 +135,46 @@ def _dataset_key(dataset: Any, size: int, extra: Any = None) -> str:
 
 def with_oom_backoff(fn: Callable[[int, int], torch.Tensor | dict], n: int, batch_size: int,
                      desc: str = "", progress: bool = True) -> list[Any]:
-    """Call ``fn(start, stop)`` over ``range(n)`` in batches, halving the batch on CUDA out-of-memory."""
-    out: list[Any] = []
-    start, bs = 0, batch_size
-    bar = tqdm(total=n, desc=desc, disable=not progress, leave=False)
-    while start < n:
-        stop = min(n, start + bs)
-        try:
-            out.append(fn(start, stop))
-        except torch.cuda.OutOfMemoryError:
-            if bs == 1:
-                raise
-            bs = max(1, bs // 2)
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            log.warning("out of memory: batch size halved to %d", bs)
-            continue
-        bar.update(stop - start)
-        start = stop
-    bar.close()
-    return out
+    """Call ``fn(start, stop)`` over ``range(n)`` in batches, halving the batch on CUDA out-of-memory
+    (:func:`vlmkit.runtime.run_batched_with_backoff`)."""
+    return run_batched_with_backoff(fn, n, batch_size, desc=desc, progress=progress)
+
+
+def _precision(precision: str | torch.dtype | None) -> str | None:
+    """Canonical name of a mixed precision ("bf16", "fp16") or None for float32."""
+    if precision is None:
+        return None
+    dt = resolve_dtype(precision)
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dt)
 
 
 class GridRunner:
     """Runs cells for one model on one dataset (see :func:`evaluate_grid`)."""
 
     def __init__(self, vlm: VLM, dataset: Any, data: TaskData, *, store: ResultsStore, cache: TensorCache,
-                 dataset_name: str, seed: int, batch_size: int, token_layers: Sequence[int], progress: bool,
-                 attack_objective: str | None) -> None:
+                 dataset_name: str, seed: int, batch_size: int | str, token_layers: Sequence[int], progress: bool,
+                 attack_objective: str | None, precision: str | torch.dtype | None = None,
+                 channels_last: bool = False, compile: bool | str = False) -> None:
         self.vlm, self.dataset, self.data = vlm, dataset, data
         self.store, self.cache = store, cache
         self.dataset_name, self.seed, self.batch_size = dataset_name, seed, batch_size
+        if not (batch_size == "auto" or (isinstance(batch_size, int) and batch_size > 0)):
+            raise InputError(f"batch_size={batch_size!r}; expected a positive int or 'auto'")
         self.token_layers = list(token_layers)
         self.progress = progress
         self.attack_objective = attack_objective
+        self.precision = _precision(precision)
+        self.channels_last, self.compile = bool(channels_last), compile
+        self._batch_sizes: dict[str, int] = {}  # per cell kind (and attack): the size that fits, once known
+        self.store_model = vlm.name + (f"@{self.precision}" if self.precision else "")  # cell files of its own
+        # float32 keys are those of before; a mixed precision gets its own cached embeddings
         self.base_key = _hash(vlm.name, _dataset_key(dataset, data.images.shape[-1]), ENGINE_VERSION, seed,
-                              self.token_layers)
+                              self.token_layers, *([self.precision] if self.precision else []))
         self.computed: list[str] = []  # cell keys computed (not read from the store) in this run
 
     # ------------------------------------------------------------------ images of a cell
     def _cell_images(self, cell: Cell, start: int, stop: int) -> torch.Tensor:
-        x = self.data.images[start:stop].to(self.vlm.device).float().div_(255)  # (b, 3, S, S)
+        x = self.data.images[start:stop].to(self.vlm.device, non_blocking=True).float().div_(255)  # (b, 3, S, S)
         if cell.kind == "clean":
             return x
         g = make_generator(int(_hash(self.seed, cell.key, start), 16) % (2**62), self.vlm.device)
@@ -207,14 +221,21 @@ class GridRunner:
                 if cell.kind != "clean":
                     x0 = self.data.images[start:stop].to(self.vlm.device).float().div_(255)
                     clean_toks = self.vlm.vision_tokens_layers(x0, layers)
-                for li, vt in toks.items():
-                    out[f"dirichlet_L{li}"] = dirichlet_energy(vt.patches, vt.grid)
-                    out[f"token_drift_L{li}"] = (token_drift(clean_toks[li].patches, vt.patches) if clean_toks
-                                                 else torch.zeros(len(x), device=x.device))
+                for li, vt in toks.items():  # metrics in float32 (a no-op unless the tower ran in bf16)
+                    out[f"dirichlet_L{li}"] = dirichlet_energy(vt.patches.float(), vt.grid)
+                    out[f"token_drift_L{li}"] = (token_drift(clean_toks[li].patches.float(), vt.patches.float())
+                                                 if clean_toks else torch.zeros(len(x), device=x.device))
                 return out
 
-        parts = with_oom_backoff(batch, len(self.data.images), self.batch_size, desc=cell.label(),
-                                 progress=self.progress)
+        n = len(self.data.images)
+        kind = cell.name if cell.kind == "attack" else "encode"
+        with fast_model(self.vlm, precision=self.precision, channels_last=self.channels_last, compile=self.compile):
+            if self.batch_size == "auto":  # probed once per kind, then the size that worked
+                bs = self._batch_sizes.get(kind) or auto_batch_size(batch, n, self.vlm.device)
+            else:  # every cell starts at the given size (batches seed random perturbations)
+                bs = int(self.batch_size)
+            parts = run_batched_with_backoff(batch, n, bs, desc=cell.label(), progress=self.progress)
+            self._batch_sizes[kind] = parts.batch_size
         out = {k: torch.cat([p[k] for p in parts]).float().cpu() for k in parts[0]}
         self.cache.put(key, out)
         return out
@@ -256,14 +277,15 @@ class GridRunner:
         n = len(self.data.images)
         return [make_row(model=self.vlm.name, dataset=self.dataset_name, perturbation=cell.name, params=cell.params,
                          severity=cell.severity, metric=k, value=v, n=n, seed=self.seed, family=cell.family,
-                         kind=cell.kind, cell=cell.key, label=cell.label(), seconds=round(seconds, 4))
+                         kind=cell.kind, cell=cell.key, label=cell.label(), seconds=round(seconds, 4),
+                         **({"precision": self.precision} if self.precision else {}))
                 for k, v in metrics.items()]
 
     def run(self, cells: Sequence[Cell]) -> None:
         todo = [CLEAN] + [c for c in cells if c.kind != "clean"]
         clean = None
         for cell in tqdm(todo, desc=f"{self.vlm.name} × {self.dataset_name}", disable=not self.progress):
-            done = self.store.is_done(self.vlm.name, self.dataset_name, cell.key)
+            done = self.store.is_done(self.store_model, self.dataset_name, cell.key)
             if done and cell.kind != "clean":
                 continue
             t0 = time.perf_counter()
@@ -273,7 +295,7 @@ class GridRunner:
                 if done:
                     continue
             metrics = self.metrics(cell, out, clean)
-            self.store.write_cell(self.vlm.name, self.dataset_name, cell.key,
+            self.store.write_cell(self.store_model, self.dataset_name, cell.key,
                                   self.rows(cell, metrics, time.perf_counter() - t0))
             self.computed.append(cell.key)
         self.family_flips(cells, clean)
@@ -294,17 +316,27 @@ class GridRunner:
             rows = [make_row(model=self.vlm.name, dataset=self.dataset_name, perturbation=f"family:{fam}",
                              params={"cells": len(preds)}, severity=0, metric=k, value=r[k], n=len(pred0),
                              seed=self.seed, family=fam, kind="family", cell=fam_cell.key, label=f"family:{fam}",
-                             seconds=0.0) for k in ("IFR", "IV")]
-            self.store.write_cell(self.vlm.name, self.dataset_name, f"family-{slug(fam)}", rows)
+                             seconds=0.0, **({"precision": self.precision} if self.precision else {}))
+                    for k in ("IFR", "IV")]
+            self.store.write_cell(self.store_model, self.dataset_name, f"family-{slug(fam)}", rows)
 
 
 def prepare(vlm: VLM, dataset: Any, task: str, *, image_size: int | None, templates: Sequence[str],
-            cache: TensorCache, cache_dir: Path | None, progress: bool) -> TaskData:
-    """Decode images once and embed the texts (captions or class prompts) once, cached."""
+            cache: TensorCache, cache_dir: Path | None, progress: bool, resident: bool | None = False) -> TaskData:
+    """Decode images once and embed the texts (captions or class prompts) once, cached.
+
+    ``resident``: keep the uint8 images on the model's device (None: when that device is CUDA and they
+    fit in a quarter of its free memory; COCO-5k at 224 px is about 750 MB).
+    """
     size = int(image_size or max(vlm.image_size))
     images = dataset.load_images(size=size, cache_dir=cache_dir, progress=progress)  # (N, 3, S, S) uint8
     if len(images) == 0:
         raise InputError(f"dataset {getattr(dataset, 'name', '')!r} is empty")
+    dev = vlm.device
+    if resident is None and dev.type == "cuda":
+        resident = images.numel() * images.element_size() < torch.cuda.mem_get_info(dev)[0] / 4
+    if resident and images.device != dev:
+        images = images.to(dev)
     key = _hash(vlm.name, _dataset_key(dataset, size, list(templates)), task, ENGINE_VERSION, "text")
     hit = cache.get(key)
     if task == "retrieval":
@@ -323,10 +355,12 @@ def prepare(vlm: VLM, dataset: Any, task: str, *, image_size: int | None, templa
 
 
 def evaluate_grid(models: Sequence[str | VLM] | str | VLM, dataset: Any, cells: Sequence[Cell], *,
-                  out_dir: str | os.PathLike, task: str | None = None, seed: int = 0, batch_size: int = 64,
+                  out_dir: str | os.PathLike, task: str | None = None, seed: int = 0, batch_size: int | str = 64,
                   device: str = "auto", templates: Sequence[str] = ("a photo of a {}.",),
                   image_size: int | None = None, token_layers: Sequence[int] = (), dataset_name: str | None = None,
-                  attack_objective: str | None = None, cache: bool = True, progress: bool = True) -> pd.DataFrame:
+                  attack_objective: str | None = None, cache: bool = True, progress: bool = True,
+                  precision: str | None = None, channels_last: bool = False, compile: bool | str = False,
+                  resident: bool | None = None) -> pd.DataFrame:
     """Evaluate models on one dataset over a grid of cells and return the merged tidy table.
 
     Args:
@@ -338,7 +372,9 @@ def evaluate_grid(models: Sequence[str | VLM] | str | VLM, dataset: Any, cells: 
             ``vlmkit.TASKS`` ("segmentation", "answer_scoring") or a ``vlmkit.tasks.Task`` instance,
             run by :func:`vlmkit.tasks.evaluate_task_grid` with the same cells, seeds, caches and rows.
         seed: Seeds perturbations (per cell and batch), control pairs and attacks' random starts.
-        batch_size: Images per forward pass (halved automatically on CUDA out-of-memory).
+        batch_size: Images per forward pass (halved automatically on CUDA out-of-memory), or "auto":
+            from free memory on CUDA (64 elsewhere). Random perturbations are seeded per batch, so their
+            numbers depend on the batch size: compare runs made with the same size.
         device: "auto", "cpu", "cuda".
         templates: Prompt templates for zero-shot class embeddings.
         image_size: Decode/perturb resolution (default: the model's input size).
@@ -347,6 +383,12 @@ def evaluate_grid(models: Sequence[str | VLM] | str | VLM, dataset: Any, cells: 
         attack_objective: Objective for attack cells (default: the task's).
         cache: Reuse cached embeddings.
         progress: Progress bars over models, cells and batches.
+        precision: None (float32) or "bf16": autocast of the image tower for encoding and attacks;
+            perturbations, attack steps/projections and metrics stay float32. Its cells are cached and
+            stored apart from float32 ones (rows carry ``precision``), so both can share an ``out_dir``.
+        channels_last: Channels-last memory format for the tower's convolutions and the pixel batches.
+        compile: ``torch.compile`` the tower (True, a mode such as "reduce-overhead", or a backend).
+        resident: Keep the decoded uint8 images on the device (None: on CUDA when they fit).
 
     Returns:
         The merged results table (one row per model × cell × metric).
@@ -372,18 +414,20 @@ def evaluate_grid(models: Sequence[str | VLM] | str | VLM, dataset: Any, cells: 
     for m in models:
         vlm = load_model(m, device=dev) if isinstance(m, str) else m
         data = prepare(vlm, dataset, task, image_size=image_size, templates=templates, cache=tcache,
-                       cache_dir=out / "cache" / "images", progress=progress)
+                       cache_dir=out / "cache" / "images", progress=progress, resident=resident)
         runner = GridRunner(vlm, dataset, data, store=store, cache=tcache, dataset_name=name, seed=seed,
                             batch_size=batch_size, token_layers=token_layers, progress=progress,
-                            attack_objective=attack_objective)
+                            attack_objective=attack_objective, precision=precision, channels_last=channels_last,
+                            compile=compile)
         runner.run(cells)
     return store.merge()
 
 
 def cell_embeddings(model: str | VLM, dataset: Any, cells: Sequence[Cell], *, out_dir: str | os.PathLike,
-                    task: str | None = None, seed: int = 0, batch_size: int = 64, device: str = "auto",
+                    task: str | None = None, seed: int = 0, batch_size: int | str = 64, device: str = "auto",
                     templates: Sequence[str] = ("a photo of a {}.",), image_size: int | None = None,
-                    progress: bool = False) -> dict[str, torch.Tensor]:
+                    progress: bool = False, precision: str | None = None, channels_last: bool = False,
+                    compile: bool | str = False, resident: bool | None = None) -> dict[str, torch.Tensor]:
     """Per-image embeddings ``{cell label: (N, D)}`` (clean included), from the same cache as
     :func:`evaluate_grid` — for distributions (drift histograms) rather than summary rows."""
     task = task or infer_task(dataset)
@@ -391,10 +435,11 @@ def cell_embeddings(model: str | VLM, dataset: Any, cells: Sequence[Cell], *, ou
     tcache = TensorCache(out / "cache" / "tensors")
     vlm = load_model(model, device=resolve_device(device)) if isinstance(model, str) else model
     data = prepare(vlm, dataset, task, image_size=image_size, templates=templates, cache=tcache,
-                   cache_dir=out / "cache" / "images", progress=progress)
+                   cache_dir=out / "cache" / "images", progress=progress, resident=resident)
     runner = GridRunner(vlm, dataset, data, store=ResultsStore(out), cache=tcache,
                         dataset_name=getattr(dataset, "name", "") or "dataset", seed=seed, batch_size=batch_size,
-                        token_layers=(), progress=progress, attack_objective=None)
+                        token_layers=(), progress=progress, attack_objective=None, precision=precision,
+                        channels_last=channels_last, compile=compile)
     return {c.label(): runner.cell_outputs(c)["emb"] for c in [CLEAN, *[c for c in cells if c.kind != "clean"]]}
 
 

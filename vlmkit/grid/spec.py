@@ -12,6 +12,9 @@ A grid file names the notebooks to run, the parameters they all get, and the axe
     variants:              # optional extra runs: each overrides the base parameters
       - {models: ["open_clip:ViT-B-32/laion2b_s34b_b79k"], device: cuda}
     executor: {kind: local, workers: 1, timeout_s: 1800}
+    # or, on a cluster (``--executor slurm`` or ``kind: slurm``; see vlmkit.grid.cluster):
+    # executor: {kind: slurm, partition: gpu, gpus_per_node: 1, cpus_per_task: 8, mem_gb: 64,
+    #            timeout_min: 240, max_retries: 2, chunk_size: 1, slurm: {account: myproj}}
 
 Each run gets a stable id from its overrides (``seed-0``, ``seed-1`` ...), and its own output folder
 ``<out_root>/<grid name>/<run id>/``; ``--only`` selects runs by id glob.
@@ -34,6 +37,8 @@ import yaml
 from vlmkit.errors import DataError, DataNotFoundError, InputError
 
 _KEYS = {"name", "description", "notebooks", "parameters", "axes", "variants", "executor", "data_parameters"}
+EXECUTOR_KEYS = {"kind", "workers", "timeout_s", "cluster", "partition", "gpus_per_node", "cpus_per_task", "mem_gb",
+                 "timeout_min", "max_retries", "chunk_size", "poll_s", "slurm"}
 
 
 @dataclass(frozen=True)
@@ -123,6 +128,15 @@ def load_grid(path: str | Path) -> GridSpec:
     variants = raw.get("variants") or []
     if not isinstance(variants, list) or not all(isinstance(v, dict) for v in variants):
         raise DataError(f"grid file {str(p)!r}: 'variants' must be a list of mappings")
+    executor = raw.get("executor") or {}
+    if not isinstance(executor, dict):
+        raise DataError(f"grid file {str(p)!r}: 'executor' must be a mapping such as {{kind: local, workers: 2}}")
+    unknown = set(executor) - EXECUTOR_KEYS
+    if unknown:
+        raise DataError(f"grid file {str(p)!r}: 'executor' has unknown keys {sorted(unknown)}; "
+                        f"expected some of {sorted(EXECUTOR_KEYS)}")
+    if executor.get("kind", "local") not in ("local", "slurm"):
+        raise DataError(f"grid file {str(p)!r}: executor kind {executor['kind']!r}; expected 'local' or 'slurm'")
     return GridSpec(name=str(raw.get("name") or p.stem), notebooks=list(notebooks),
                     parameters=dict(raw.get("parameters") or {}), axes=dict(axes), variants=list(variants),
-                    executor=dict(raw.get("executor") or {}), source=p, description=str(raw.get("description", "")))
+                    executor=dict(executor), source=p, description=str(raw.get("description", "")))
