@@ -68,6 +68,9 @@ class TrainConfig:
             ``max(step / steps, elapsed / max_wall_s)`` and training ends when either reaches 1 (the
             steps actually done are recorded in ``training.json``). This makes the run's length depend
             on machine speed; leave it ``None`` for bit-reproducible runs.
+        init_from: A checkpoint folder (this module's layout) whose weights start the run instead of
+            a random initialisation: a warm restart with a fresh schedule. Its ``training.json`` is
+            kept as ``init_from`` in the new one, so the whole chain of runs stays on record.
     """
 
     name: str = "toy"
@@ -87,6 +90,7 @@ class TrainConfig:
     eval_n: int = 1000
     log_every: int = 50
     max_wall_s: float | None = None
+    init_from: str | None = None
 
     @classmethod
     def from_json(cls, path: str | Path, **overrides: Any) -> TrainConfig:
@@ -169,6 +173,25 @@ def build_model(model_cfg: dict[str, Any]) -> torch.nn.Module:
     return open_clip.CLIP(**cfg)
 
 
+def load_weights(model: torch.nn.Module, ckpt_dir: str | Path) -> None:
+    """Load a checkpoint folder's weights (fp16 or fp32 safetensors) into ``model`` in float32.
+
+    Raises:
+        FileNotFoundError: ``ckpt_dir`` has no ``open_clip_model.safetensors``.
+        ValueError: The weights do not fit ``model`` (other ``model_cfg``).
+    """
+    from safetensors.torch import load_file
+
+    f = Path(ckpt_dir) / "open_clip_model.safetensors"
+    if not f.is_file():
+        raise FileNotFoundError(f"init_from={str(ckpt_dir)!r}: no open_clip_model.safetensors in that folder")
+    sd = {k: v.float() for k, v in load_file(str(f)).items()}
+    try:
+        model.load_state_dict(sd, strict=True)
+    except RuntimeError as e:
+        raise ValueError(f"init_from={str(ckpt_dir)!r}: weights do not fit this model_cfg ({e})") from None
+
+
 def _param_groups(model: torch.nn.Module, lr: float, wd: float, ls_mult: float) -> list[dict[str, Any]]:
     decay, no_decay, scale = [], [], []
     for n, p in model.named_parameters():
@@ -243,6 +266,8 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, progress: bool
     torch.set_num_threads(config.threads)
     seed_everything(config.seed)
     model = build_model(config.model_cfg)
+    if config.init_from is not None:
+        load_weights(model, config.init_from)
     model.train()
     ctx = config.model_cfg.get("text_cfg", {}).get("context_length", 77)
     tokenizer = CachedTokenizer(ctx)
@@ -354,6 +379,10 @@ def save_checkpoint(
         "versions": {"torch": torch.__version__, "open_clip": open_clip.__version__, "python": platform.python_version()},
         "machine": f"{platform.machine()} {torch.get_num_threads()} threads, CPU",
     }
+    if config.init_from is not None:
+        prev = Path(config.init_from) / "training.json"
+        info["init_from"] = json.loads(prev.read_text()) if prev.is_file() else {"path": config.init_from}
+        info["steps_total"] = info["steps"] + int(info["init_from"].get("steps_total", info["init_from"].get("steps", 0)))
     (out / "training.json").write_text(json.dumps(info, indent=2))
     return out
 
@@ -366,9 +395,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--eval-n", type=int, default=None, dest="eval_n")
+    ap.add_argument("--init-from", default=None, dest="init_from", help="checkpoint folder to warm-start from")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
-    cfg = TrainConfig.from_json(args.config, steps=args.steps, seed=args.seed, eval_n=args.eval_n)
+    cfg = TrainConfig.from_json(
+        args.config, steps=args.steps, seed=args.seed, eval_n=args.eval_n, init_from=args.init_from
+    )
     res = train(cfg, out_dir=args.out, progress=not args.no_progress)
     print(json.dumps({"wall_s": round(res.wall_s, 1), **res.metrics}, indent=2))
 
