@@ -91,24 +91,31 @@ def metrics(encoders) -> tuple[str, dict[str, float]]:
     return name, _metrics(enc_img, enc_txt)
 
 
-# The shipped checkpoints were trained on a heavily shared 2-core machine (~25% of a core per run, see
-# training.json) and do NOT reach the issue's loose bars yet. The bars stay here as strict xfails: they
-# turn into failures ("XPASS(strict)") as soon as retrained checkpoints meet them, so the marker must
-# then be removed.
-@pytest.mark.xfail(strict=True, reason="shipped checkpoints are undertrained (CPU contention); retrain to meet")
-def test_issue_loose_quality_bars(metrics) -> None:
+# The issue's loose bars, one test per (model, bar). Bars a shipped checkpoint does not reach yet are
+# strict xfails (see training.json and the closing note of issue #3): they turn into failures
+# ("XPASS(strict)") as soon as a retrained checkpoint meets them, so the marker must then go.
+LOOSE_BARS = {
+    "i2t_R@1": lambda m: m["i2t_R@1"] >= 0.5,
+    "zero_shot_shape_acc": lambda m: m["zero_shot_shape_acc"] >= 0.45,
+    "reading_acc": lambda m: m["reading_acc"] >= 0.6,
+    "typographic": lambda m: m["attack_share_scam"] >= 0.25 and m["attack_share_scam"] >= 2 * m["attack_share_noscam"],
+}
+NOT_YET = {("vit", "zero_shot_shape_acc"), ("vit", "reading_acc")}
+
+
+@pytest.mark.parametrize("bar", sorted(LOOSE_BARS))
+def test_issue_loose_quality_bars(metrics, bar, request) -> None:
     name, m = metrics
-    assert m["i2t_R@1"] >= 0.5, (name, m)
-    assert m["zero_shot_shape_acc"] >= 0.45, (name, m)
-    assert m["reading_acc"] >= 0.6, (name, m)
-    assert m["attack_share_scam"] > m["attack_share_noscam"], (name, m)
+    if (name, bar) in NOT_YET:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=f"toy:{name} does not reach the {bar} bar yet"))
+    assert LOOSE_BARS[bar](m), (name, bar, m)
 
 
-# What the shipped checkpoints do reach (regression guards, well above chance where they learned):
-# chance is 1/300 for R@1, 1/8 for shapes, 1/20 for words.
+# What the shipped checkpoints reach beyond the loose bars (regression guards, well above chance):
+# chance is 1/N_EVAL for R@1, 1/8 for shapes, 1/20 for words.
 REACHED = {
-    "rn": {"i2t_R@1": 0.10, "zero_shot_shape_acc": 0.15},
-    "vit": {},  # at chance after 306 steps: nothing learned worth guarding (see training.json)
+    "rn": {"i2t_R@1": 0.55, "zero_shot_shape_acc": 0.55, "reading_acc": 0.3, "attack_share_scam": 0.35},
+    "vit": {"i2t_R@1": 0.3, "zero_shot_shape_acc": 0.17},
 }
 
 
