@@ -1,6 +1,6 @@
 """Base vs FARE vs TeCoA on the toy world: adversarial, corruption, frequency and typographic robustness.
 
-Fine-tunes (or resumes) the runs of ``params/robust_toy.yaml`` for the chosen base models, then
+Fine-tunes (or resumes) the runs of ``params/robust/toy.yaml`` for the chosen base models, then
 evaluates base and fine-tuned models under one protocol with :func:`vlmkit.evaluate.evaluate_grid`:
 
 * held-out single-object shape scenes (zero-shot "a photo of a {shape}", 8 classes): clean, PGD-10
@@ -46,7 +46,7 @@ def _pretty(label: str) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", nargs="+", default=["toy:rn"])
-    ap.add_argument("--params", default="params/robust_toy.yaml")
+    ap.add_argument("--params", default="params/robust/toy.yaml")
     ap.add_argument("--steps", type=int, default=None, help="override the fine-tuning steps")
     ap.add_argument("--n", type=int, default=256, help="held-out images per set")
     ap.add_argument("--out", default="outputs/robust")

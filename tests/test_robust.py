@@ -185,6 +185,6 @@ def test_cli_runs_a_params_file(tmp_path) -> None:
 
 def test_shipped_params_files_parse() -> None:
     root = Path(__file__).resolve().parents[1] / "params"
-    for f in sorted(root.glob("robust_*.yaml")):
+    for f in sorted((root / "robust").glob("*.yaml")):
         runs = load_runs(f)
         assert runs and all(r.method in ("fare", "tecoa") for r in runs), f

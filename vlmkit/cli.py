@@ -148,6 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("spec")
     i.add_argument("--device", default="auto")
     i.set_defaults(func=_info)
+
+    from vlmkit.robust.cli import add_arguments as _robust_args
+    from vlmkit.robust.cli import run as _robust
+
+    rb = sub.add_parser("robust", help="FARE / TeCoA adversarial fine-tuning from a params file (params/robust/*.yaml)")
+    _robust_args(rb)
+    rb.set_defaults(func=_robust)
     return p
 
 

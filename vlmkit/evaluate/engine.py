@@ -278,7 +278,7 @@ class GridRunner:
         return [make_row(model=self.vlm.name, dataset=self.dataset_name, perturbation=cell.name, params=cell.params,
                          severity=cell.severity, metric=k, value=v, n=n, seed=self.seed, family=cell.family,
                          kind=cell.kind, cell=cell.key, label=cell.label(), seconds=round(seconds, 4),
-                         **({"precision": self.precision} if self.precision else {}))
+                         **model_provenance(self.vlm), **({"precision": self.precision} if self.precision else {}))
                 for k, v in metrics.items()]
 
     def run(self, cells: Sequence[Cell]) -> None:
@@ -352,6 +352,16 @@ def prepare(vlm: VLM, dataset: Any, task: str, *, image_size: int | None, templa
         cache.put(key, {"targets": data.targets})
     data.targets = data.targets.to(vlm.device)
     return data
+
+
+def model_provenance(vlm: Any) -> dict[str, str]:
+    """Extra result columns saying how a model was made: ``provenance`` for robust fine-tuned models."""
+    prov = getattr(vlm, "meta", {}).get("robust") if isinstance(getattr(vlm, "meta", None), dict) else None
+    if not prov:
+        return {}
+    from vlmkit.robust.towers import provenance_label
+
+    return {"provenance": provenance_label(prov)}
 
 
 def evaluate_grid(models: Sequence[str | VLM] | str | VLM, dataset: Any, cells: Sequence[Cell], *,

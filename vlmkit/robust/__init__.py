@@ -7,7 +7,7 @@ base model under one protocol::
     res = finetune(RobustConfig(method="fare", model="toy:rn", eps="4/255", steps=300, out="outputs/robust/rn-fare"))
     vlm = vlmkit.load_model(res.spec)   # "open_clip:local-dir:.../model"; provenance in vlm.meta["robust"]
 
-or from a params file: ``vlmkit robust params/robust_toy.yaml`` (``--only NAME``, ``--steps N``).
+or from a params file: ``vlmkit robust params/robust/toy.yaml`` (``--only NAME``, ``--steps N``).
 
 * :mod:`~vlmkit.robust.methods` — FARE (Schlarmann et al., ICML 2024) and TeCoA (Mao et al., ICLR 2023);
 * :mod:`~vlmkit.robust.finetune` — the resumable, deterministic loop;

@@ -1,4 +1,4 @@
-"""``python -m vlmkit.robust params/robust_toy.yaml`` — same as ``vlmkit robust``."""
+"""``python -m vlmkit.robust params/robust/toy.yaml`` — same as ``vlmkit robust``."""
 
 from vlmkit.robust.cli import main
 

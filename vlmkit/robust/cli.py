@@ -11,7 +11,7 @@ from vlmkit.robust.finetune import finetune
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     """The ``robust`` sub-command's arguments."""
-    ap.add_argument("params", help="YAML/JSON file with 'defaults' and a list of 'runs' (see params/robust_toy.yaml)")
+    ap.add_argument("params", help="YAML/JSON file with 'defaults' and a list of 'runs' (see params/robust/toy.yaml)")
     ap.add_argument("--only", nargs="+", default=None, help="run names to execute (default: all)")
     ap.add_argument("--steps", type=int, default=None, help="override every run's number of steps")
     ap.add_argument("--device", default=None, help="override the device (auto, cpu, cuda)")
