@@ -124,6 +124,9 @@ def test_word_heads_carry_the_typographic_attack(vit, shape_classifier):
 
 @pytest.mark.skipif("rn" not in toyworld.list_checkpoints(),
                     reason="the MS needs a separate image encoder: toy:rn is not shipped yet")
+@pytest.mark.xfail(strict=True, reason="retrained toy:vit (3986 steps): every colour has a latent with AUROC 0.87-0.95 "
+                   "(shapes 0.57-0.74), but only one clears 0.95 and their median MS (0.669) is not above the "
+                   "median latent's (0.670); issue #6 stays open on this known answer")
 def test_sae_latents_align_with_ground_truth_factors(vit, tmp_path):
     n = 1500
     scenes = [render_spec(single_object_spec(scene_rng(EVAL_SEED, i, _STREAM_SAE))) for i in range(n)]
