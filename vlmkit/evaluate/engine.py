@@ -354,6 +354,22 @@ def prepare(vlm: VLM, dataset: Any, task: str, *, image_size: int | None, templa
     return data
 
 
+def grid_context(models: Sequence[Any], dataset: Any, out_dir: str | os.PathLike, cache: bool, device: str,
+                 dataset_name: str | None) -> tuple[Path, ResultsStore, TensorCache, torch.device, str]:
+    """Checks and shared state of a grid run: ``(out, results store, tensor cache, device, dataset name)``.
+
+    Raises:
+        InputError: No models, or an empty dataset.
+    """
+    if not models:
+        raise InputError("models is empty: pass at least one model spec")
+    if len(dataset) == 0:
+        raise InputError("dataset is empty")
+    out = Path(out_dir)
+    name = dataset_name or getattr(dataset, "name", "") or type(dataset).__name__
+    return out, ResultsStore(out), TensorCache(out / "cache" / "tensors", enabled=cache), resolve_device(device), name
+
+
 def model_provenance(vlm: Any) -> dict[str, str]:
     """Extra result columns saying how a model was made: ``provenance`` for robust fine-tuned models."""
     prov = getattr(vlm, "meta", {}).get("robust") if isinstance(getattr(vlm, "meta", None), dict) else None
@@ -412,15 +428,7 @@ def evaluate_grid(models: Sequence[str | VLM] | str | VLM, dataset: Any, cells: 
                                   device=device, image_size=image_size, dataset_name=dataset_name, cache=cache,
                                   progress=progress)
     models = [models] if isinstance(models, (str, VLM)) else list(models)
-    if not models:
-        raise InputError("models is empty: pass at least one model spec")
-    if len(dataset) == 0:
-        raise InputError("dataset is empty")
-    out = Path(out_dir)
-    store = ResultsStore(out)
-    tcache = TensorCache(out / "cache" / "tensors", enabled=cache)
-    dev = resolve_device(device)
-    name = dataset_name or getattr(dataset, "name", "") or type(dataset).__name__
+    out, store, tcache, dev, name = grid_context(models, dataset, out_dir, cache, device, dataset_name)
     for m in models:
         vlm = load_model(m, device=dev) if isinstance(m, str) else m
         data = prepare(vlm, dataset, task, image_size=image_size, templates=templates, cache=tcache,

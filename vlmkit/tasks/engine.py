@@ -39,12 +39,12 @@ from tqdm.auto import tqdm
 
 from vlmkit.errors import InputError
 from vlmkit.evaluate.cells import CLEAN, Cell
-from vlmkit.evaluate.engine import ENGINE_VERSION, TensorCache, with_oom_backoff
+from vlmkit.evaluate.engine import ENGINE_VERSION, TensorCache, grid_context, with_oom_backoff
 from vlmkit.evaluate.store import ResultsStore, slug
 from vlmkit.metrics import flip_rates
 from vlmkit.registry import PERTURBATIONS, TASKS
 from vlmkit.results import make_row
-from vlmkit.runtime import make_generator, resolve_device, seed_everything
+from vlmkit.runtime import make_generator, seed_everything
 
 log = logging.getLogger("vlmkit.tasks")
 
@@ -252,15 +252,7 @@ def evaluate_task_grid(task: str | Task, models: Sequence[str | Any] | str | Any
     if batch_size < 1:
         raise InputError(f"batch_size={batch_size} must be positive")
     models = list(models) if isinstance(models, (list, tuple)) else [models]
-    if not models:
-        raise InputError("models is empty: pass at least one model spec")
-    if len(dataset) == 0:
-        raise InputError("dataset is empty")
-    out = Path(out_dir)
-    store = ResultsStore(out)
-    tcache = TensorCache(out / "cache" / "tensors", enabled=cache)
-    dev = resolve_device(device)
-    name = dataset_name or getattr(dataset, "name", "") or type(dataset).__name__
+    out, store, tcache, dev, name = grid_context(models, dataset, out_dir, cache, device, dataset_name)
     for m in models:
         model = t.load_model(m, dev) if isinstance(m, str) else m
         data = t.prepare(model, dataset, image_size=image_size, cache_dir=out / "cache" / "images", progress=progress)
