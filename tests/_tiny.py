@@ -79,3 +79,32 @@ def save_tiny_hf(kind: str, folder: Path, seed: int = 0) -> Path:
     model.save_pretrained(folder)
     save_offline_clip_tokenizer(folder, context_length=ctx)
     return folder
+
+
+def tiny_vit_model(cfg_folder: Path, seed: int = 0):
+    """The random-init ``open_clip:vlmkit-tiny-vit`` as a loaded VLM on CPU (registers the tiny configs)."""
+    import vlmkit
+
+    register_tiny_open_clip(cfg_folder)
+    torch.manual_seed(seed)
+    return vlmkit.load_model("open_clip:vlmkit-tiny-vit", device="cpu")
+
+
+def synthetic_captions(root: Path, n: int, name: str = "synthetic-caps"):
+    """``n`` distinct 40x40 PNGs with two captions each, in COCO captions layout, loaded as a dataset."""
+    import numpy as np
+    from PIL import Image
+
+    from vlmkit.data import load_coco_captions
+
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    images, anns = [], []
+    for i in range(n):
+        arr = (rng.random((40, 40, 3)) * 255).astype(np.uint8)
+        arr[: 10 + i, :, i % 3] = 255
+        Image.fromarray(arr).save(root / "images" / f"{i}.png")
+        images.append({"id": i, "file_name": f"{i}.png"})
+        anns += [{"id": 2 * i + k, "image_id": i, "caption": f"image number {i} variant {k}"} for k in range(2)]
+    (root / "captions.json").write_text(json.dumps({"images": images, "annotations": anns}))
+    return load_coco_captions(root / "captions.json", root / "images", name=name)

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from PIL import Image
 
 import vlmkit
 from vlmkit.data import load_coco_captions, load_labelled_csv
@@ -16,7 +13,7 @@ from vlmkit.evaluate import Cell, ResultsStore, evaluate_grid, perturbation_cell
 from vlmkit.perturb import register_perturbation
 from vlmkit.registry import PERTURBATIONS
 
-from _tiny import register_tiny_open_clip
+from _tiny import synthetic_captions, tiny_vit_model
 
 CALLS: dict[str, int] = {}
 BOMB = {"armed": False}
@@ -54,25 +51,12 @@ if "_test_identity" not in PERTURBATIONS:
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    register_tiny_open_clip(tmp_path_factory.mktemp("cfg"))
-    torch.manual_seed(0)
-    return vlmkit.load_model("open_clip:vlmkit-tiny-vit", device="cpu")
+    return tiny_vit_model(tmp_path_factory.mktemp("cfg"))
 
 
 @pytest.fixture(scope="module")
 def captioned(tmp_path_factory):
-    root = tmp_path_factory.mktemp("caps")
-    (root / "images").mkdir()
-    rng = np.random.default_rng(0)
-    images, anns = [], []
-    for i in range(10):
-        arr = (rng.random((40, 40, 3)) * 255).astype(np.uint8)
-        arr[: 10 + i, :, i % 3] = 255
-        Image.fromarray(arr).save(root / "images" / f"{i}.png")
-        images.append({"id": i, "file_name": f"{i}.png"})
-        anns += [{"id": 2 * i + k, "image_id": i, "caption": f"image number {i} variant {k}"} for k in range(2)]
-    (root / "captions.json").write_text(json.dumps({"images": images, "annotations": anns}))
-    return load_coco_captions(root / "captions.json", root / "images", name="synthetic-caps")
+    return synthetic_captions(tmp_path_factory.mktemp("caps"), 10)
 
 
 def _value(df, label, metric):

@@ -3,20 +3,15 @@ options that leave the default (float32) numbers exactly as they were."""
 
 from __future__ import annotations
 
-import json
-
-import numpy as np
 import pandas as pd
 import pytest
 import torch
-from PIL import Image
 
 import vlmkit
-from vlmkit.data import load_coco_captions
 from vlmkit.evaluate import Cell, evaluate_grid, with_oom_backoff
 from vlmkit.runtime import auto_batch_size, fast_model, run_batched_with_backoff
 
-from _tiny import register_tiny_open_clip
+from _tiny import synthetic_captions, tiny_vit_model
 
 
 def _fake(limit: int, calls: list[int]):
@@ -58,25 +53,12 @@ def test_auto_batch_size_is_the_default_off_cuda():
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    register_tiny_open_clip(tmp_path_factory.mktemp("cfg"))
-    torch.manual_seed(0)
-    return vlmkit.load_model("open_clip:vlmkit-tiny-vit", device="cpu")
+    return tiny_vit_model(tmp_path_factory.mktemp("cfg"))
 
 
 @pytest.fixture(scope="module")
 def captioned(tmp_path_factory):
-    root = tmp_path_factory.mktemp("caps")
-    (root / "images").mkdir()
-    rng = np.random.default_rng(0)
-    images, anns = [], []
-    for i in range(8):
-        arr = (rng.random((40, 40, 3)) * 255).astype(np.uint8)
-        arr[: 10 + i, :, i % 3] = 255
-        Image.fromarray(arr).save(root / "images" / f"{i}.png")
-        images.append({"id": i, "file_name": f"{i}.png"})
-        anns += [{"id": 2 * i + k, "image_id": i, "caption": f"image number {i} variant {k}"} for k in range(2)]
-    (root / "captions.json").write_text(json.dumps({"images": images, "annotations": anns}))
-    return load_coco_captions(root / "captions.json", root / "images", name="synthetic-caps")
+    return synthetic_captions(tmp_path_factory.mktemp("caps"), 8)
 
 
 def test_fast_model_defaults_are_exact_and_options_are_undone(tiny):

@@ -26,9 +26,15 @@ def test_committed_notebook_is_executed_with_defaults(path):
     code = [c for c in nb["cells"] if c["cell_type"] == "code"]
     params = [c for c in code if "parameters" in c.get("metadata", {}).get("tags", [])]
     assert len(params) == 1, "exactly one cell tagged 'parameters'"
-    for line in "".join(params[0]["source"]).splitlines():
-        if line.strip():
-            assert re.match(r"^\w+: [\w\[\], |]+ = .+  # .+", line), f"untyped or uncommented parameter: {line!r}"
+    lines = [line for line in "".join(params[0]["source"]).splitlines() if line.strip()]
+    for line in lines:
+        assert re.match(r"^\w+: [\w\[\], |]+ = .+  # .+", line), f"untyped or uncommented parameter: {line!r}"
+    # papermill (--help-notebook, papermill.inspect_notebook) must see every parameter with its help text
+    from papermill.translators import PythonTranslator
+
+    seen = PythonTranslator.inspect({"source": "\n".join(lines)})
+    assert [p.name for p in seen] == [line.split(":")[0] for line in lines], f"papermill cannot parse {path.name}"
+    assert all(p.help for p in seen)
     counts = [c.get("execution_count") for c in code]
     assert counts == list(range(1, len(code) + 1)), f"{path.name} is not executed top to bottom: {counts}"
     errors = [o for c in code for o in c.get("outputs", []) if o.get("output_type") == "error"]

@@ -143,7 +143,21 @@ def _center_crop(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return x[..., top : top + th, left : left + tw]
 
 
-class VLM(nn.Module):
+class WrapsModule:
+    """``device`` and ``dtype`` of a wrapper whose weights live in ``self.model`` (VLMs and task models)."""
+
+    model: nn.Module
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+
+class VLM(WrapsModule, nn.Module):
     """A CLIP-family image–text model behind one interface.
 
     Subclasses implement ``_encode_pixels``, ``_encode_tokens_of``, and for internals
@@ -198,14 +212,6 @@ class VLM(nn.Module):
         return out[0] if isinstance(out, tuple) else out
 
     # ------------------------------------------------------------------ properties
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.model.parameters()).dtype
-
     @property
     def image_size(self) -> tuple[int, int]:
         """Model input size ``(H, W)``."""

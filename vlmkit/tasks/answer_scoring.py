@@ -41,7 +41,7 @@ from vlmkit.data.images import ImageDataset, OnError, check_mode, check_on_error
 from vlmkit.errors import DataError, DataNotFoundError, EmptyDatasetError, InputError, ModelSpecError
 from vlmkit.evaluate.cells import Cell
 from vlmkit.metrics import control_drift, cosine_drift, flip_rates, prior_shift
-from vlmkit.models.base import PreprocessConfig, resize_and_normalise
+from vlmkit.models.base import PreprocessConfig, WrapsModule, resize_and_normalise
 from vlmkit.registry import METRICS, TASKS
 from vlmkit.runtime import make_generator, resolve_device, resolve_dtype
 from vlmkit.tasks.engine import Task, TaskData, TaskRunner, _hash
@@ -116,7 +116,7 @@ def _pool(feats: Any, batch: int) -> torch.Tensor:
                      "pass an adapter with its own vision_features()")
 
 
-class ProcessorAdapter:
+class ProcessorAdapter(WrapsModule):
     """Adapter over a transformers processor: fits BLIP-2, LLaVA, Qwen2-VL and other image-text-to-text models.
 
     Pixels go through the processor (``do_rescale=False`` on float images in [0, 1]), so the model sees
@@ -147,14 +147,6 @@ class ProcessorAdapter:
         tok = self.tokenizer
         pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         self.pad_token_id = int(pad if pad is not None else 0)
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.model.parameters()).dtype
 
     def format_prompt(self, question: str) -> str:
         text = self.template.format(question=question)
@@ -302,7 +294,7 @@ def option_logliks(model: Any, adapter: ImageTextAdapter, image: torch.Tensor, q
 # ----------------------------------------------------------------------------------------------------
 
 
-class AnswerScorer:
+class AnswerScorer(WrapsModule):
     """A generative VLM that scores answer options (see :func:`option_logliks`).
 
     Attributes:
@@ -321,10 +313,6 @@ class AnswerScorer:
             p.requires_grad_(False)
         self.adapter, self.name, self.reduce = adapter, name, reduce
         self.meta = dict(meta or {})
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
 
     @property
     def image_size(self) -> tuple[int, int]:

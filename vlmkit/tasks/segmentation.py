@@ -39,7 +39,7 @@ from vlmkit.data.images import ImageDataset, OnError, check_mode, check_on_error
 from vlmkit.errors import DataError, DataNotFoundError, EmptyDatasetError, InputError, ModelSpecError, did_you_mean
 from vlmkit.evaluate.cells import Cell
 from vlmkit.metrics import control_drift, cosine_drift, prior_shift
-from vlmkit.models.base import PreprocessConfig, resize_and_normalise
+from vlmkit.models.base import PreprocessConfig, WrapsModule, resize_and_normalise
 from vlmkit.registry import METRICS, PERTURBATIONS, TASKS
 from vlmkit.runtime import make_generator, resolve_device, resolve_dtype
 from vlmkit.tasks.engine import Task, TaskData, TaskRunner, _hash
@@ -74,7 +74,7 @@ def clipseg_preprocess_config(processor_cfg: dict[str, Any] | None) -> Preproces
                             resize_mode="squash")
 
 
-class CLIPSegTaskModel:
+class CLIPSegTaskModel(WrapsModule):
     """A transformers ``CLIPSegForImageSegmentation`` behind a pixel-space interface.
 
     Images are float ``(B, 3, H, W)`` in [0, 1] of any size; the model's resize and normalisation are
@@ -101,14 +101,6 @@ class CLIPSegTaskModel:
         self.preprocess_cfg = preprocess_cfg
         self.meta = dict(meta or {})
         self.context_length = int(model.config.text_config.max_position_embeddings)
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.model.parameters()).dtype
 
     @property
     def image_size(self) -> tuple[int, int]:

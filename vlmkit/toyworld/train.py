@@ -71,6 +71,18 @@ class TrainConfig:
         init_from: A checkpoint folder (this module's layout) whose weights start the run instead of
             a random initialisation: a warm restart with a fresh schedule. Its ``training.json`` is
             kept as ``init_from`` in the new one, so the whole chain of runs stays on record.
+        text_from: A checkpoint folder whose text tower (token and position embeddings, transformer,
+            final norm, projection) and logit scale replace this model's after ``init_from``. The two
+            ``text_cfg`` and ``embed_dim`` must agree. Used to give a slow-learning tower a text space
+            that already encodes the world's factors.
+        text_lr_mult: Learning-rate multiplier of the text tower; ``0`` locks it (frozen, as in the
+            reverse of LiT's locked-image tuning: Zhai et al., "LiT: Zero-Shot Transfer with
+            Locked-image text Tuning", CVPR 2022), so only the image tower and logit scale learn.
+        distill_from: A teacher checkpoint folder (any toy ``model_cfg`` with the same ``embed_dim``)
+            whose normalised image embeddings the student's are pulled towards, on the same batch.
+        distill_weight: Weight of the distillation term ``mean(1 - cos(student, teacher))`` added to
+            the contrastive loss (``0``: off). Embedding distillation gives every image a dense target
+            and speeds up a student whose contrastive signal alone is slow.
     """
 
     name: str = "toy"
@@ -91,6 +103,10 @@ class TrainConfig:
     log_every: int = 50
     max_wall_s: float | None = None
     init_from: str | None = None
+    text_from: str | None = None
+    text_lr_mult: float = 1.0
+    distill_from: str | None = None
+    distill_weight: float = 0.0
 
     @classmethod
     def from_json(cls, path: str | Path, **overrides: Any) -> TrainConfig:
@@ -173,6 +189,15 @@ def build_model(model_cfg: dict[str, Any]) -> torch.nn.Module:
     return open_clip.CLIP(**cfg)
 
 
+def _read_weights(ckpt_dir: str | Path, what: str) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    f = Path(ckpt_dir) / "open_clip_model.safetensors"
+    if not f.is_file():
+        raise FileNotFoundError(f"{what}={str(ckpt_dir)!r}: no open_clip_model.safetensors in that folder")
+    return {k: v.float() for k, v in load_file(str(f)).items()}
+
+
 def load_weights(model: torch.nn.Module, ckpt_dir: str | Path) -> None:
     """Load a checkpoint folder's weights (fp16 or fp32 safetensors) into ``model`` in float32.
 
@@ -180,33 +205,68 @@ def load_weights(model: torch.nn.Module, ckpt_dir: str | Path) -> None:
         FileNotFoundError: ``ckpt_dir`` has no ``open_clip_model.safetensors``.
         ValueError: The weights do not fit ``model`` (other ``model_cfg``).
     """
-    from safetensors.torch import load_file
-
-    f = Path(ckpt_dir) / "open_clip_model.safetensors"
-    if not f.is_file():
-        raise FileNotFoundError(f"init_from={str(ckpt_dir)!r}: no open_clip_model.safetensors in that folder")
-    sd = {k: v.float() for k, v in load_file(str(f)).items()}
+    sd = _read_weights(ckpt_dir, "init_from")
     try:
         model.load_state_dict(sd, strict=True)
     except RuntimeError as e:
         raise ValueError(f"init_from={str(ckpt_dir)!r}: weights do not fit this model_cfg ({e})") from None
 
 
-def _param_groups(model: torch.nn.Module, lr: float, wd: float, ls_mult: float) -> list[dict[str, Any]]:
-    decay, no_decay, scale = [], [], []
+def is_text_param(name: str) -> bool:
+    """Whether a parameter or buffer of ``open_clip.CLIP`` belongs to the text tower (or logit scale/bias)."""
+    return not name.startswith("visual.")
+
+
+def load_text_tower(model: torch.nn.Module, ckpt_dir: str | Path) -> None:
+    """Copy the text tower and logit scale of a checkpoint folder into ``model`` (image tower untouched).
+
+    Raises:
+        FileNotFoundError: ``ckpt_dir`` has no weights.
+        ValueError: The text towers differ in shape (other ``text_cfg`` or ``embed_dim``).
+    """
+    src = {k: v for k, v in _read_weights(ckpt_dir, "text_from").items() if is_text_param(k)}
+    own = {k: v for k, v in model.state_dict().items() if is_text_param(k)}
+    if set(src) != set(own):
+        raise ValueError(
+            f"text_from={str(ckpt_dir)!r}: text tower keys differ (missing {sorted(set(own) - set(src))[:3]}, "
+            f"unexpected {sorted(set(src) - set(own))[:3]})"
+        )
+    bad = [k for k in own if own[k].shape != src[k].shape]
+    if bad:
+        raise ValueError(
+            f"text_from={str(ckpt_dir)!r}: text tower shapes differ at {bad[:3]} "
+            f"({tuple(src[bad[0]].shape)} vs {tuple(own[bad[0]].shape)}); text_cfg/embed_dim must match"
+        )
+    model.load_state_dict(src, strict=False)
+
+
+def load_teacher(ckpt_dir: str | Path) -> torch.nn.Module:
+    """A frozen toy checkpoint (eval mode, float32) built from its own ``open_clip_config.json``."""
+    cfg_file = Path(ckpt_dir) / "open_clip_config.json"
+    if not cfg_file.is_file():
+        raise FileNotFoundError(f"distill_from={str(ckpt_dir)!r}: no open_clip_config.json in that folder")
+    teacher = build_model(json.loads(cfg_file.read_text())["model_cfg"])
+    teacher.load_state_dict(_read_weights(ckpt_dir, "distill_from"), strict=True)
+    teacher.eval().requires_grad_(False)
+    return teacher
+
+
+def _param_groups(
+    model: torch.nn.Module, lr: float, wd: float, ls_mult: float, text_mult: float = 1.0
+) -> list[dict[str, Any]]:
+    groups: dict[tuple[bool, float], list[torch.nn.Parameter]] = {}
     for n, p in model.named_parameters():
         if not p.requires_grad:
             continue
         if n == "logit_scale":
-            scale.append(p)
-        elif p.ndim < 2 or "bn" in n or "ln" in n or "bias" in n or "embedding" in n or "class_embedding" in n:
-            no_decay.append(p)
+            key = (False, lr * ls_mult)
         else:
-            decay.append(p)
+            no_wd = p.ndim < 2 or "bn" in n or "ln" in n or "bias" in n or "embedding" in n or "class_embedding" in n
+            key = (not no_wd, lr * (text_mult if is_text_param(n) else 1.0))
+        groups.setdefault(key, []).append(p)
     return [
-        {"params": decay, "weight_decay": wd, "lr": lr, "base_lr": lr},
-        {"params": no_decay, "weight_decay": 0.0, "lr": lr, "base_lr": lr},
-        {"params": scale, "weight_decay": 0.0, "lr": lr * ls_mult, "base_lr": lr * ls_mult},
+        {"params": ps, "weight_decay": wd if decay else 0.0, "lr": g_lr, "base_lr": g_lr}
+        for (decay, g_lr), ps in groups.items()
     ]
 
 
@@ -268,11 +328,26 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, progress: bool
     model = build_model(config.model_cfg)
     if config.init_from is not None:
         load_weights(model, config.init_from)
+    if config.text_from is not None:
+        load_text_tower(model, config.text_from)
+    if config.text_lr_mult < 0:
+        raise ValueError(f"text_lr_mult={config.text_lr_mult}: expected >= 0 (0 locks the text tower)")
+    if config.text_lr_mult == 0:
+        for n, p in model.named_parameters():
+            if is_text_param(n) and n != "logit_scale":
+                p.requires_grad_(False)
+    teacher = None
+    if config.distill_weight < 0:
+        raise ValueError(f"distill_weight={config.distill_weight}: expected >= 0")
+    if config.distill_weight > 0:
+        if config.distill_from is None:
+            raise ValueError("distill_weight > 0 needs distill_from (a teacher checkpoint folder)")
+        teacher = load_teacher(config.distill_from)
     model.train()
     ctx = config.model_cfg.get("text_cfg", {}).get("context_length", 77)
     tokenizer = CachedTokenizer(ctx)
     stream = SceneStream(config.seed, config.batch_size, config.image_size, config.world_config(), config.caption_config())
-    groups = _param_groups(model, config.lr, config.weight_decay, config.logit_scale_lr_mult)
+    groups = _param_groups(model, config.lr, config.weight_decay, config.logit_scale_lr_mult, config.text_lr_mult)
     opt = torch.optim.AdamW(groups, betas=(0.9, 0.98), eps=1e-6)
     mean = torch.tensor(MEAN).view(1, 3, 1, 1)
     std = torch.tensor(STD).view(1, 3, 1, 1)
@@ -293,9 +368,17 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, progress: bool
         x, caps = stream.batch(step)
         x = (x.float() / 255.0 - mean) / std  # (B, 3, H, W)
         tokens = tokenizer(caps)  # (B, ctx)
-        img = F.normalize(model.encode_image(x), dim=-1)
-        txt = F.normalize(model.encode_text(tokens), dim=-1)
+        img = F.normalize(model.encode_image(x), dim=-1)  # (B, D)
+        if config.text_lr_mult == 0:
+            with torch.no_grad():
+                txt = F.normalize(model.encode_text(tokens), dim=-1)  # (B, D)
+        else:
+            txt = F.normalize(model.encode_text(tokens), dim=-1)  # (B, D)
         loss = clip_loss(img, txt, model.logit_scale)
+        if teacher is not None:
+            with torch.no_grad():
+                t_img = F.normalize(teacher.encode_image(x), dim=-1)  # (B, D)
+            loss = loss + config.distill_weight * (1.0 - (img * t_img).sum(-1)).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -383,6 +466,17 @@ def save_checkpoint(
         prev = Path(config.init_from) / "training.json"
         info["init_from"] = json.loads(prev.read_text()) if prev.is_file() else {"path": config.init_from}
         info["steps_total"] = info["steps"] + int(info["init_from"].get("steps_total", info["init_from"].get("steps", 0)))
+    for key in ("text_from", "distill_from"):
+        src = getattr(config, key)
+        if src is not None:
+            prev = Path(src) / "training.json"
+            prev_info = json.loads(prev.read_text()) if prev.is_file() else {}
+            info[key] = {
+                "path": src,
+                "name": prev_info.get("name"),
+                "steps_total": prev_info.get("steps_total", prev_info.get("steps")),
+                "held_out_metrics": prev_info.get("held_out_metrics", {}),
+            }
     (out / "training.json").write_text(json.dumps(info, indent=2))
     return out
 
