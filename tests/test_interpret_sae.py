@@ -182,3 +182,43 @@ def test_factor_auroc_matches_sklearn_and_finds_a_planted_latent():
     t = LS.factor_auroc(acts, {"colour": colour}).set_index("value")
     assert t.loc["blue", "best_latent"] == 5 and t.loc["blue", "auroc"] == 1.0
     assert t.loc["red", "auroc"] < 0.7  # no latent is planted for red
+
+
+def test_sae_study_rows_latents_and_ms(tmp_path):
+    from _tiny import tiny_vit_model
+
+    from vlmkit.interpret import sae_study
+    from vlmkit.perturb import apply_perturbation
+
+    vlm = tiny_vit_model(tmp_path / "cfgs")
+    x = torch.rand(12, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    classes = ["circle", "star", "moon"]
+    y = torch.arange(12) % 3
+    xp = apply_perturbation("typographic", x, 3, seed=0, classnames=classes, labels=y)
+    assert not torch.equal(xp, x)
+    labels = [classes[int(i)] for i in y]
+    cfg = SAEConfig(n_latents=16, k=4, steps=30, batch_size=16)
+    a = sae_study(vlm, {"clean": x, "typographic": xp}, labels, reference=vlm, config=cfg, dataset="rand", seed=1)
+    b = sae_study(vlm, {"clean": x, "typographic": xp}, labels, reference=vlm, config=cfg, dataset="rand", seed=1)
+    assert a.ms is not None and torch.allclose(a.ms, b.ms, rtol=0, atol=0, equal_nan=True)
+    assert [r["value"] for r in a.rows] == [r["value"] for r in b.rows]
+    assert set(a.latents.condition) == {"clean", "typographic"} and len(a.latents) == 32
+    # the study's MS is the metric on the clean latents with the reference's embeddings
+    z = sae_latents(a.sae, image_activations(vlm, x, layer=-1, token="mean"))
+    ref = monosemanticity_score(z, vlm.embed_images(x, progress=False)).float()
+    assert torch.allclose(a.ms, ref, equal_nan=True)
+    clean = a.latents[a.latents.condition == "clean"]
+    assert np.allclose(clean["ms"].to_numpy(), ref.numpy(), equal_nan=True)
+    metrics = {(r["metric"], r["perturbation"]) for r in a.rows}
+    assert {("sae_explained_variance", "none"), ("sae_ms_median", "none"),
+            ("sae_explained_variance", "typographic")} <= metrics
+    assert all(r["model"] == vlm.name and r["dataset"] == "rand" and r["n"] == 12 for r in a.rows)
+    # an (N, D) array works as the reference; no reference skips the MS
+    c = sae_study(vlm, {"clean": x}, reference=np.eye(12, 5), config=cfg)
+    assert c.ms is not None and c.ms.shape == (16,)
+    d = sae_study(vlm, {"clean": x}, config=cfg)
+    assert d.ms is None and "ms" not in d.latents and not any(r["metric"].startswith("sae_ms_") for r in d.rows)
+    with pytest.raises(InputError, match="same non-zero number"):
+        sae_study(vlm, {"clean": x, "other": x[:5]}, config=cfg)
+    with pytest.raises(InputError, match="conditions is empty"):
+        sae_study(vlm, {}, config=cfg)

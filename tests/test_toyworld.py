@@ -272,3 +272,26 @@ def test_export_typographic(tmp_path) -> None:
         assert 0 < float(r["postit_area_pct"]) < 50
         for sub in ("scam", "noscam", "synthscam"):
             assert (root / sub / f"{r['id']}.png").is_file()
+
+
+def test_factor_embeddings_cosine_is_share_of_common_factors() -> None:
+    from vlmkit.toyworld import FACTORS, factor_embeddings
+
+    scenes = [s for s in _scenes(60) if s.objects][:40]
+    names = list(FACTORS)
+    E = factor_embeddings(scenes, names)  # (N, F)
+    assert E.shape == (40, sum(len(v) for v in FACTORS.values()))
+    np.testing.assert_allclose(np.linalg.norm(E, axis=1), 1.0, rtol=1e-6)
+
+    def value(s, f):
+        return s.background if f == "background" else getattr(s.objects[0], f)
+
+    for i in range(0, 40, 7):
+        for j in range(40):
+            share = np.mean([value(scenes[i], f) == value(scenes[j], f) for f in names])
+            assert abs(float(E[i] @ E[j]) - share) < 1e-6
+    with pytest.raises(ValueError, match="expected a non-empty subset"):
+        factor_embeddings(scenes, ["smell"])
+    empty = next(s for s in _scenes(60) if not s.objects)  # a sign-only scene
+    with pytest.raises(ValueError, match="has no object"):
+        factor_embeddings([empty])

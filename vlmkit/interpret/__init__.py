@@ -9,6 +9,8 @@
 * :mod:`.monosemanticity` — Monosemanticity Score (Pach et al. 2025), blockwise (registered as the
   metric ``"monosemanticity"``).
 * :mod:`.latents` — per-latent statistics by condition, best-latent AUROC per ground-truth factor.
+* :mod:`.study` — :func:`sae_study`: one SAE over clean and perturbed inputs, per-latent statistics
+  by condition and MS against a separate encoder, as tidy rows (what notebook 05 calls).
 * :mod:`.plotting` — overlays and heat maps (matplotlib).
 """
 
@@ -41,10 +43,11 @@ from vlmkit.interpret.sae import (
     train_sae,
 )
 from vlmkit.interpret.store import ActivationStore, collect_activations, image_activations
+from vlmkit.interpret.study import SAEStudy, sae_study
 from vlmkit.interpret.targets import resolve_text_targets, target_scores
 
 __all__ = [
-    "ActivationStore", "SAEConfig", "SAETrainLog", "SparseAutoencoder", "auroc_per_latent", "boxes_to_masks",
+    "ActivationStore", "SAEConfig", "SAEStudy", "SAETrainLog", "SparseAutoencoder", "auroc_per_latent", "boxes_to_masks",
     "chefer_relevance", "collect_activations", "critical_heads", "drift_metric", "embedding_metric",
     "evaluate_sae", "factor_auroc", "fit_normaliser", "flip_rate_metric", "grad_cam", "grid_to_image",
     "head_attention_maps",
@@ -52,5 +55,5 @@ __all__ = [
     "latent_statistics_by_condition", "mask_effect", "mass_in_mask", "minmax_normalise", "monosemanticity_score",
     "monosemanticity_score_loop", "overlay", "per_head_scores", "plot_head_maps", "plot_head_sweep",
     "plot_latent_stats", "plot_relevance", "readout", "recall_at_1_metric", "region_attention", "relevance_map",
-    "resolve_text_targets", "sae_latents", "target_scores", "train_sae", "zero_shot_accuracy_metric",
+    "resolve_text_targets", "sae_latents", "sae_study", "target_scores", "train_sae", "zero_shot_accuracy_metric",
 ]

@@ -46,6 +46,7 @@ from .train import TrainConfig, TrainResult  # also binds the callable module `t
 from .world import (
     BACKGROUNDS,
     COLOR_NAMES,
+    FACTORS,
     POSITION_NAMES,
     SHAPES,
     SIZE_NAMES,
@@ -55,6 +56,7 @@ from .world import (
     SceneSpec,
     SignGT,
     WorldConfig,
+    factor_embeddings,
     render_spec,
     sample_scene,
     sample_spec,
@@ -89,9 +91,9 @@ def checkpoint_dir(name: str) -> Path:
 
 
 __all__ = [
-    "BACKGROUNDS", "CHECKPOINTS_ROOT", "COLOR_NAMES", "EVAL_SEED", "EXPORT_SEED", "ObjectGT", "POSITION_NAMES",
+    "BACKGROUNDS", "CHECKPOINTS_ROOT", "COLOR_NAMES", "FACTORS", "EVAL_SEED", "EXPORT_SEED", "ObjectGT", "POSITION_NAMES",
     "SHAPES", "SIZE_NAMES", "Scene", "SceneSpec", "SignGT", "WORDS", "WorldConfig", "checkpoint_dir", "describe",
-    "evaluate", "export_classification", "export_retrieval", "export_typographic", "list_checkpoints",
+    "evaluate", "export_classification", "factor_embeddings", "export_retrieval", "export_typographic", "list_checkpoints",
     "open_clip_encoders", "parse_prompt", "render", "render_spec", "sample_caption", "sample_scene", "sample_spec",
     "scene_rng", "train", "TrainConfig", "TrainResult",
 ]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import math
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -718,3 +719,53 @@ def _render_with_blank_box(spec: SceneSpec, box: tuple[int, int, int, int], size
     scene.sign = SignGT(None, box, None, mask, np.zeros_like(mask), sign.font, 100.0 * (x1 - x0) * (y1 - y0) / size**2)
     scene.spec = spec
     return scene
+
+
+# ----------------------------------------------------------------------------------------------------
+# Ground-truth embeddings
+# ----------------------------------------------------------------------------------------------------
+#: The factors :func:`factor_embeddings` encodes, with their vocabularies.
+FACTORS: dict[str, tuple[str, ...]] = {
+    "shape": SHAPES,
+    "color": tuple(COLORS),
+    "size": tuple(SIZES),
+    "position": tuple(POSITIONS),
+    "background": BACKGROUNDS,
+}
+
+
+def factor_embeddings(scenes: Sequence[Scene], factors: Sequence[str] = ("shape", "color")) -> np.ndarray:
+    """Ground-truth image embeddings ``(N, F)``: the concatenated one-hot factors of each scene's first object.
+
+    Two scenes' cosine similarity is the share of the chosen factors they have in common, so this is a
+    reference "encoder" that knows the world's semantics exactly and owes nothing to any trained model:
+    use it where a metric needs a separate image encoder (e.g. the Monosemanticity Score's similarities,
+    which Pach et al. 2025 take from DINOv2 on real images).
+
+    Args:
+        scenes: Scenes with at least one object each (``background`` is the scene's own).
+        factors: Keys of :data:`FACTORS`.
+
+    Returns:
+        float32 ``(N, sum of vocabulary sizes)``, rows of L2 norm 1.
+
+    Raises:
+        ValueError: Unknown factor, or a scene without objects.
+    """
+    unknown = [f for f in factors if f not in FACTORS]
+    if unknown or not factors:
+        raise ValueError(f"factors={list(factors)!r}: expected a non-empty subset of {list(FACTORS)}")
+    cols = []
+    for f in factors:
+        vocab = FACTORS[f]
+        block = np.zeros((len(scenes), len(vocab)), dtype=np.float32)  # (N, |vocab|)
+        for i, s in enumerate(scenes):
+            if f == "background":
+                value = s.background
+            elif not s.objects:
+                raise ValueError(f"scene {i} has no object: factor {f!r} is undefined")
+            else:
+                value = getattr(s.objects[0], f)
+            block[i, vocab.index(value)] = 1.0
+        cols.append(block)
+    return np.concatenate(cols, axis=1) / np.sqrt(len(factors))
