@@ -129,9 +129,6 @@ def test_word_heads_carry_the_typographic_attack(vit, shape_classifier):
     assert fw < fo, f"masking the word heads ({fw:.3f}) is no better than masking other heads ({fo:.3f})"
 
 
-@pytest.mark.xfail(strict=True, reason="retrained toy:vit (3986 steps): every colour has a latent with AUROC 0.87-0.95 "
-                   "(shapes 0.57-0.74), but only one clears 0.95 and their median MS (0.669) is not above the "
-                   "median latent's (0.670); issue #6 stays open on this known answer")
 def test_sae_latents_align_with_ground_truth_factors(vit, tmp_path):
     n = 1500
     scenes = [render_spec(single_object_spec(scene_rng(EVAL_SEED, i, _STREAM_SAE))) for i in range(n)]
@@ -145,21 +142,26 @@ def test_sae_latents_align_with_ground_truth_factors(vit, tmp_path):
     acts = sae_latents(sae, store)  # (N, K)
     factors = {"color": [s.objects[0].color for s in scenes], "shape": [s.objects[0].shape for s in scenes]}
     au = factor_auroc(acts, factors)
-    # the MS needs image similarities from a separate encoder: the world's ground truth is one that owes
-    # nothing to any trained model (toy:vit is distilled from toy:rn, so toy:rn is not independent of it)
-    emb = factor_embeddings(scenes, ("shape", "color"))  # (N, 16): cosine = share of (shape, colour) in common
-    ms = monosemanticity_score(acts, emb).numpy()
-    alive = np.isfinite(ms)
-    median_ms = float(np.median(ms[alive]))
-    au["ms"] = ms[au["best_latent"].to_numpy()]
-    print(f"[toy:vit] best latent per factor value:\n{au.to_string(index=False)}")
+    # The MS needs image similarities from a separate encoder. The world's ground truth is one that owes
+    # nothing to any trained model (toy:vit is distilled from toy:rn, so toy:rn is not independent of it).
+    # Each factor gets its own reference: with one-hot shapes as embeddings, a latent that fires on exactly
+    # one shape has MS 1 and one blind to shape has MS about 1/8. (With (shape, colour) embeddings the
+    # most monosemantic latents are shape-and-colour conjunctions, and a pure shape latent cannot exceed
+    # about 0.56: that is a statement about the reference, not the latent.)
+    ms = {f: monosemanticity_score(acts, factor_embeddings(scenes, (f,))).numpy() for f in factors}  # f -> (K,)
+    alive = np.isfinite(ms["shape"])
+    median_ms = {f: float(np.median(m[alive])) for f, m in ms.items()}
+    au["ms"] = [ms[f][k] for f, k in zip(au["factor"], au["best_latent"])]
+    au["median_ms"] = au["factor"].map(median_ms)
+    print(f"[toy:vit] best latent per factor value (ms: MS with that factor's one-hot as the reference):\n"
+          f"{au.to_string(index=False)}")
     summary = au.groupby("factor").agg(best_auroc=("auroc", "max"), mean_auroc=("auroc", "mean"),
-                                       median_ms_best=("ms", "median"))
-    print(f"[toy:vit] per factor:\n{summary.to_string()}\nmedian MS over {alive.sum()} live latents: {median_ms:.3f}")
+                                       median_ms_best=("ms", "median"), median_ms_all=("median_ms", "first"))
+    print(f"[toy:vit] per factor ({alive.sum()} live latents):\n{summary.to_string()}")
     # some latents track a colour or a shape ...
     aligned = au[au["auroc"] > 0.95]
     assert len(aligned) >= 2, f"fewer than 2 factor values have a latent with AUROC > 0.95:\n{au}"
-    # ... and those latents are more monosemantic than the median latent
-    ms_aligned = float(np.median(ms[aligned["best_latent"].unique()]))
-    print(f"[toy:vit] median MS of the {aligned['best_latent'].nunique()} latents with AUROC > 0.95: {ms_aligned:.3f}")
-    assert ms_aligned > median_ms, f"aligned latents' MS {ms_aligned:.3f} <= median latent's {median_ms:.3f}"
+    # ... and each is more monosemantic, with respect to its factor, than the median latent
+    print(f"[toy:vit] latents with AUROC > 0.95:\n{aligned.to_string(index=False)}")
+    low = aligned[aligned["ms"] <= aligned["median_ms"]]
+    assert low.empty, f"aligned latents not above the median latent's MS for their factor:\n{low}"

@@ -100,7 +100,7 @@ LOOSE_BARS = {
     "reading_acc": lambda m: m["reading_acc"] >= 0.6,
     "typographic": lambda m: m["attack_share_scam"] >= 0.25 and m["attack_share_scam"] >= 2 * m["attack_share_noscam"],
 }
-NOT_YET = {("vit", "zero_shot_shape_acc"), ("vit", "reading_acc")}
+NOT_YET: set[tuple[str, str]] = set()  # every shipped checkpoint meets every loose bar
 
 
 @pytest.mark.parametrize("bar", sorted(LOOSE_BARS))
@@ -115,7 +115,7 @@ def test_issue_loose_quality_bars(metrics, bar, request) -> None:
 # chance is 1/N_EVAL for R@1, 1/8 for shapes, 1/20 for words.
 REACHED = {
     "rn": {"i2t_R@1": 0.8, "zero_shot_shape_acc": 0.9, "reading_acc": 0.78, "attack_share_scam": 0.85},
-    "vit": {"i2t_R@1": 0.3, "zero_shot_shape_acc": 0.17},
+    "vit": {"i2t_R@1": 0.65, "zero_shot_shape_acc": 0.8, "reading_acc": 0.75, "attack_share_scam": 0.8},
 }
 
 
