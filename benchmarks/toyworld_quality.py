@@ -57,15 +57,16 @@ def main(argv: list[str] | None = None) -> int:
         results[name] = evaluate(enc_img, enc_txt, n=args.n, seed=EVAL_SEED)
         results[name]["eval_s"] = time.time() - t0
     print(f"toy-world quality on {args.n} held-out scenes per metric (seed {EVAL_SEED})")
-    head = f"{'model':<6}" + "".join(f"{label:>17}" for _, label in COLUMNS) + f"{'ratio':>8}{'bars':>7}"
+    w = max([6, *(len(n) + 1 for n in results)])
+    head = f"{'model':<{w}}" + "".join(f"{label:>17}" for _, label in COLUMNS) + f"{'ratio':>8}{'bars':>7}"
     print(head)
     print("-" * len(head))
     all_ok = True
     for name, m in results.items():
         ok = meets_bars(m)
         all_ok &= all(ok.values())
-        ratio = m["attack_share_scam"] / max(m["attack_share_noscam"], 1e-9)
-        row = f"{name:<6}" + "".join(f"{100 * m[k]:>16.1f}%" for k, _ in COLUMNS)
+        ratio = m["attack_share_scam"] / m["attack_share_noscam"] if m["attack_share_noscam"] > 0 else float("inf")
+        row = f"{name:<{w}}" + "".join(f"{100 * m[k]:>16.1f}%" for k, _ in COLUMNS)
         print(row + f"{ratio:>7.1f}x" + f"{sum(ok.values()):>5}/{len(ok)}")
     bars = ", ".join(f"{k} >= {v:.0%}" for k, v in QUALITY_BARS.items())
     print(f"bars: {bars}, attack_share_scam >= 2x attack_share_noscam")
