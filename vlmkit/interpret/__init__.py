@@ -47,8 +47,8 @@ from vlmkit.interpret.study import SAEStudy, sae_study
 from vlmkit.interpret.targets import resolve_text_targets, target_scores
 
 __all__ = [
-    "ActivationStore", "SAEConfig", "SAEStudy", "SAETrainLog", "SparseAutoencoder", "auroc_per_latent", "boxes_to_masks",
-    "chefer_relevance", "collect_activations", "critical_heads", "drift_metric", "embedding_metric",
+    "ActivationStore", "SAEConfig", "SAEStudy", "SAETrainLog", "SparseAutoencoder", "auroc_per_latent",
+    "boxes_to_masks", "chefer_relevance", "collect_activations", "critical_heads", "drift_metric", "embedding_metric",
     "evaluate_sae", "factor_auroc", "fit_normaliser", "flip_rate_metric", "grad_cam", "grid_to_image",
     "head_attention_maps",
     "head_mask_from_table", "head_mask_sweep", "image_activations", "image_to_grid", "latent_statistics",

@@ -88,7 +88,7 @@ def sae_study(
     acts = {k: image_activations(vlm, x, layer=layer, token=token) for k, x in conditions.items()}  # each (N, C)
     cfg = replace(config, seed=seed)
     sae, _ = train_sae(torch.cat([acts[k] for k in names]), cfg, progress=False)
-    quality = evaluate_sae(sae, acts[names[0]])
+    quality = {k: evaluate_sae(sae, a) for k, a in acts.items()}  # condition -> mse, EV, L0, dead fraction
     z = {k: sae_latents(sae, a) for k, a in acts.items()}  # each (N, K)
     lab = list(labels) if labels is not None else None
     stats = latent_statistics_by_condition({k: (z[k], lab) for k in names})
@@ -100,11 +100,9 @@ def sae_study(
         stats["ms"] = ms.numpy()[stats["latent"].to_numpy()]
     n = counts[names[0]]
     base = {"model": vlm.name, "dataset": dataset, "n": n, "seed": seed, "kind": "interpret", "family": "sae"}
-    rows = [make_row(metric=f"sae_{k}", value=v, **base) for k, v in quality.items()]
+    rows = [make_row(metric=f"sae_{m}", value=v, perturbation="none" if k == names[0] else k, **base)
+            for k in names for m, v in quality[k].items()]
     if ms is not None:
         rows += [make_row(metric="sae_ms_median", value=float(ms.nanmedian()), **base),
                  make_row(metric="sae_ms_max", value=float(ms.nan_to_num(0).max()), **base)]
-    for k in names[1:]:
-        q = evaluate_sae(sae, acts[k])
-        rows += [make_row(metric=f"sae_{m}", value=v, perturbation=k, **base) for m, v in q.items()]
-    return SAEStudy(sae=sae, quality=quality, latents=stats, ms=ms, rows=rows)
+    return SAEStudy(sae=sae, quality=quality[names[0]], latents=stats, ms=ms, rows=rows)

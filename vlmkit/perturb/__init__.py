@@ -7,6 +7,13 @@ Importing this package registers every perturbation in :data:`vlmkit.registry.PE
     y = P.create_perturbation("gaussian_noise", x, 3, generator=vlmkit.make_generator(0))
 """
 
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import torch
+
 from vlmkit.perturb.base import (
     PerturbationSpec,
     check_images,
@@ -15,13 +22,16 @@ from vlmkit.perturb.base import (
     register_perturbation,
 )
 from vlmkit.perturb import corruptions, frequency, geometric, typographic  # noqa: F401  (registration)
-from vlmkit.registry import create_perturbation, list_perturbations
+from vlmkit.registry import PERTURBATIONS, create_perturbation, list_perturbations
+from vlmkit.runtime import make_generator
 
-__all__ = ["PerturbationSpec", "check_images", "compose", "create_perturbation", "default_generator",
-           "list_perturbations", "register_perturbation"]
+__all__ = ["PerturbationSpec", "apply_perturbation", "check_images", "compose", "create_perturbation",
+           "default_generator", "list_perturbations", "register_perturbation"]
 
 
-def apply_perturbation(name: str, x, severity: float = 3, *, seed: int = 0, **context):  # noqa: ANN001, ANN201
+def apply_perturbation(
+    name: str, x: torch.Tensor, severity: float = 3, *, seed: int = 0, **context: Any
+) -> torch.Tensor:
     """Apply a registered perturbation, passing only the context keywords it accepts.
 
     ``context`` carries what some perturbations need and others ignore (``classnames=``, ``labels=``
@@ -37,16 +47,9 @@ def apply_perturbation(name: str, x, severity: float = 3, *, seed: int = 0, **co
     Returns:
         The perturbed images ``(B, 3, H, W)``.
     """
-    import inspect
-
-    from vlmkit.registry import PERTURBATIONS
-    from vlmkit.runtime import make_generator
-
     fn = PERTURBATIONS.get(name)
     params = inspect.signature(fn).parameters
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     kwargs = {k: v for k, v in context.items() if takes_any or k in params}
     return fn(x, severity, generator=make_generator(seed), **kwargs)
 
-
-__all__ += ["apply_perturbation"]

@@ -91,9 +91,9 @@ def checkpoint_dir(name: str) -> Path:
 
 
 __all__ = [
-    "BACKGROUNDS", "CHECKPOINTS_ROOT", "COLOR_NAMES", "FACTORS", "EVAL_SEED", "EXPORT_SEED", "ObjectGT", "POSITION_NAMES",
-    "SHAPES", "SIZE_NAMES", "Scene", "SceneSpec", "SignGT", "WORDS", "WorldConfig", "checkpoint_dir", "describe",
-    "evaluate", "export_classification", "factor_embeddings", "export_retrieval", "export_typographic", "list_checkpoints",
-    "open_clip_encoders", "parse_prompt", "render", "render_spec", "sample_caption", "sample_scene", "sample_spec",
-    "scene_rng", "train", "TrainConfig", "TrainResult",
+    "BACKGROUNDS", "CHECKPOINTS_ROOT", "COLOR_NAMES", "EVAL_SEED", "EXPORT_SEED", "FACTORS", "ObjectGT",
+    "POSITION_NAMES", "Scene", "SceneSpec", "SHAPES", "SignGT", "SIZE_NAMES", "WORDS", "WorldConfig",
+    "checkpoint_dir", "describe", "evaluate", "export_classification", "export_retrieval", "export_typographic",
+    "factor_embeddings", "list_checkpoints", "open_clip_encoders", "parse_prompt", "render", "render_spec",
+    "sample_caption", "sample_scene", "sample_spec", "scene_rng", "train", "TrainConfig", "TrainResult",
 ]

@@ -323,6 +323,12 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, progress: bool
     vis_size = config.model_cfg.get("vision_cfg", {}).get("image_size", config.image_size)
     if vis_size != config.image_size:
         raise ValueError(f"model image_size={vis_size} differs from config image_size={config.image_size}")
+    if config.text_lr_mult < 0:
+        raise ValueError(f"text_lr_mult={config.text_lr_mult}: expected >= 0 (0 locks the text tower)")
+    if config.distill_weight < 0:
+        raise ValueError(f"distill_weight={config.distill_weight}: expected >= 0")
+    if config.distill_weight > 0 and config.distill_from is None:
+        raise ValueError("distill_weight > 0 needs distill_from (a teacher checkpoint folder)")
     torch.set_num_threads(config.threads)
     seed_everything(config.seed)
     model = build_model(config.model_cfg)
@@ -330,19 +336,11 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, progress: bool
         load_weights(model, config.init_from)
     if config.text_from is not None:
         load_text_tower(model, config.text_from)
-    if config.text_lr_mult < 0:
-        raise ValueError(f"text_lr_mult={config.text_lr_mult}: expected >= 0 (0 locks the text tower)")
     if config.text_lr_mult == 0:
         for n, p in model.named_parameters():
             if is_text_param(n) and n != "logit_scale":
                 p.requires_grad_(False)
-    teacher = None
-    if config.distill_weight < 0:
-        raise ValueError(f"distill_weight={config.distill_weight}: expected >= 0")
-    if config.distill_weight > 0:
-        if config.distill_from is None:
-            raise ValueError("distill_weight > 0 needs distill_from (a teacher checkpoint folder)")
-        teacher = load_teacher(config.distill_from)
+    teacher = load_teacher(config.distill_from) if config.distill_weight > 0 else None
     model.train()
     ctx = config.model_cfg.get("text_cfg", {}).get("context_length", 77)
     tokenizer = CachedTokenizer(ctx)
@@ -369,10 +367,7 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, progress: bool
         x = (x.float() / 255.0 - mean) / std  # (B, 3, H, W)
         tokens = tokenizer(caps)  # (B, ctx)
         img = F.normalize(model.encode_image(x), dim=-1)  # (B, D)
-        if config.text_lr_mult == 0:
-            with torch.no_grad():
-                txt = F.normalize(model.encode_text(tokens), dim=-1)  # (B, D)
-        else:
+        with torch.set_grad_enabled(config.text_lr_mult > 0):  # a locked text tower needs no graph
             txt = F.normalize(model.encode_text(tokens), dim=-1)  # (B, D)
         loss = clip_loss(img, txt, model.logit_scale)
         if teacher is not None:

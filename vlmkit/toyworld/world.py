@@ -727,9 +727,9 @@ def _render_with_blank_box(spec: SceneSpec, box: tuple[int, int, int, int], size
 #: The factors :func:`factor_embeddings` encodes, with their vocabularies.
 FACTORS: dict[str, tuple[str, ...]] = {
     "shape": SHAPES,
-    "color": tuple(COLORS),
-    "size": tuple(SIZES),
-    "position": tuple(POSITIONS),
+    "color": COLOR_NAMES,
+    "size": SIZE_NAMES,
+    "position": POSITION_NAMES,
     "background": BACKGROUNDS,
 }
 
