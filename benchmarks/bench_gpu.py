@@ -42,7 +42,7 @@ import vlmkit.perturb  # noqa: F401  (registers every perturbation)
 from vlmkit.evaluate import Cell, evaluate_grid
 from vlmkit.perturb.corruptions import CORRUPTIONS
 from vlmkit.registry import ATTACKS, PERTURBATIONS
-from vlmkit.runtime import auto_batch_size, fast_model, make_generator, run_batched_with_backoff
+from vlmkit.runtime import auto_batch_size, make_generator, run_batched_with_backoff
 
 #: Dense bf16 tensor-core peak (TFLOP/s) by GPU name fragment.
 PEAKS = {"H100": 989.0, "H200": 989.0, "GH200": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0, "L4": 121.0}
@@ -118,7 +118,7 @@ def bench_model(arch: str, args: argparse.Namespace, dev: torch.device) -> dict[
         with torch.inference_mode():
             return vlm.encode_image(imgs[start:stop].float().div_(255))
 
-    with fast_model(vlm, **opts):
+    with vlm.fast(**opts):
         bs = args.batch_size or auto_batch_size(embed, n, dev, default=64)
         run_batched_with_backoff(embed, min(n, 2 * bs), bs)  # warm-up (and compile)
         t = timed(lambda: run_batched_with_backoff(embed, n, bs), dev)
@@ -135,7 +135,7 @@ def bench_model(arch: str, args: argparse.Namespace, dev: torch.device) -> dict[
     def pgd(start: int, stop: int) -> torch.Tensor:
         return attack(vlm, imgs[start:stop].float().div_(255), {"text_emb": text, "labels": labels[start:stop]})
 
-    with fast_model(vlm, **opts):
+    with vlm.fast(**opts):
         bs_adv = args.batch_size or auto_batch_size(pgd, n_adv, dev, default=32, probe=4)
         run_batched_with_backoff(pgd, min(n_adv, bs_adv), bs_adv)  # warm-up
         t = timed(lambda: run_batched_with_backoff(pgd, n_adv, bs_adv), dev)

@@ -28,7 +28,8 @@ import torch.nn.functional as F
 
 import vlmkit.models.conse  # noqa: F401  (registers the family until vlmkit.models imports it)
 from vlmkit.data import imagenet_classnames, load_coco_captions, load_labelled_csv, load_scam, to_float
-from vlmkit.metrics import build_zero_shot_classifier, retrieval_metrics, topk_accuracy
+from vlmkit.metrics import retrieval_metrics, topk_accuracy
+from vlmkit.models.zeroshot import zero_shot_classifier
 from vlmkit.models import load_model
 
 
@@ -72,7 +73,7 @@ def imagenet(vlm, root: Path, bs: int) -> tuple[torch.Tensor, torch.Tensor, torc
     # The model's class table IS the prompt-ensembled zero-shot classifier over its templates; rebuild 50
     # classes with the metrics helper to show it (the whole table would re-embed 1000 x templates sentences).
     table = vlm.class_embeddings  # (1000, D)
-    check = build_zero_shot_classifier(vlm, imagenet_classnames()[:50], vlm.templates)  # (50, D)
+    check = zero_shot_classifier(vlm, imagenet_classnames()[:50], vlm.templates)  # (50, D)
     gap = float((check - table[:50]).abs().max())
     zs = topk_accuracy(vlm.similarity(emb, table), ds.labels)
     clf = topk_accuracy(logits, ds.labels)
@@ -84,7 +85,7 @@ def imagenet(vlm, root: Path, bs: int) -> tuple[torch.Tensor, torch.Tensor, torc
     print(f"  {'classifier (its own head)':28s} {clf['top1']:7.1%} {clf['top5']:7.1%}")
     print(f"  {'chance':28s} {1 / 1000:7.1%} {5 / 1000:7.1%}")
     print(f"  ConSE top-1 = classifier top-1 on {agree:.1%} of photos; class table vs "
-          f"build_zero_shot_classifier: max |diff| {gap:.1e}")
+          f"zero_shot_classifier: max |diff| {gap:.1e}")
     return images, ds.labels, table
 
 
@@ -112,7 +113,7 @@ def scam(vlm, root: Path, bs: int) -> None:
     for variant in ("noscam", "scam", "synthscam"):
         ds = load_scam(root, variant)
         emb, _ = embed_with_logits(vlm, ds.load_images(size=224, progress=False), bs)
-        table = build_zero_shot_classifier(vlm, ds.classnames, ["a photo of a {}."])  # (K, D)
+        table = zero_shot_classifier(vlm, ds.classnames, ["a photo of a {}."])  # (K, D)
         sim = emb @ table.T  # (N, K)
         idx = torch.arange(len(ds))
         wins[variant] = sim[idx, ds.labels] > sim[idx, ds.attack_labels]  # (N,) object label beats attack word

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 import vlmkit
+from vlmkit.models.zeroshot import zero_shot_classifier
 from vlmkit.attacks import (
     APGD,
     PGD,
@@ -18,7 +19,6 @@ from vlmkit.attacks import (
     ZeroShotCE,
     ZeroShotClassifier,
     lp_norm,
-    zero_shot_text_embeddings,
 )
 from vlmkit.errors import InputError
 from vlmkit.perturb.frequency import BANDS, out_of_band_energy
@@ -41,7 +41,7 @@ def vlm(tmp_path_factory):
 def data(vlm):
     """4 images, class text embeddings, labels = the clean predictions (clean accuracy 100 %)."""
     x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    text = zero_shot_text_embeddings(vlm, CLASSES, templates=("a photo of a {}.", "a picture of a {}."))
+    text = zero_shot_classifier(vlm, CLASSES, templates=("a photo of a {}.", "a picture of a {}."))
     with torch.no_grad():
         labels = vlm.similarity(vlm.encode_image(x), text).argmax(1)
     caps = vlm.encode_text(CAPTIONS)
@@ -58,22 +58,28 @@ def _make(name: str, data: dict, norm: str = "linf", seed: int = 0, steps: int =
     return ATTACKS.create(name, ZeroShotCE(data["text"]), **kw), {"labels": data["labels"]}
 
 
-def test_registered():
-    assert {"pgd", "apgd_ce", "freq_pgd", "feature_pgd", "retrieval_pgd"} <= set(ATTACKS.list())
-    for name in ATTACKS.list():
-        assert "white-box" in ATTACKS.meta(name)["threat_model"] and ATTACKS.get(name).__doc__
+#: The attacks the package documents, plus anything else registered: each is exercised below by name.
+DOCUMENTED = ("pgd", "apgd_ce", "freq_pgd", "feature_pgd", "retrieval_pgd")
+REGISTERED = sorted(set(DOCUMENTED) | set(ATTACKS.list()))
+# (name, norm) for every norm an attack declares; a documented name missing from the registry fails here
+CASES = [(name, norm) for name in REGISTERED for norm in ATTACKS.meta(name)["norms"]]
 
 
-@pytest.mark.parametrize("norm", ["linf", "l2"])
-@pytest.mark.parametrize("name", ["pgd", "apgd_ce", "freq_pgd", "feature_pgd", "retrieval_pgd"])
-def test_invariants(vlm, data, name, norm):
-    atk, batch = _make(name, data, norm)
+@pytest.mark.parametrize("name,norm", CASES)
+def test_registered_attack_invariants(vlm, data, name, norm):
+    """Create each registered attack from the registry by name and run it: its output stays in the
+    ε-ball around the clean images and in [0, 1], and it raises its objective over the clean input."""
+    meta = ATTACKS.meta(name)
+    assert "white-box" in meta["threat_model"] and meta["reference"] and ATTACKS.get(name).__doc__
+    atk, batch = _make(name, data, norm)  # ATTACKS.create(name, ...)
+    assert atk.norm == norm and atk.eps == (4 / 255 if norm == "linf" else 0.5)
     x = data["x"]
     x0 = x.clone()
     xa = atk(vlm, x, batch)
     assert torch.equal(x, x0)  # input not modified
     assert xa.shape == x.shape and float(xa.min()) >= 0 and float(xa.max()) <= 1
     assert float(lp_norm(xa - x, norm).max()) <= atk.eps + 1e-6
+    assert float(lp_norm(xa - x, norm).min()) > 0  # every image was actually perturbed
     assert torch.equal(xa, atk(vlm, x, batch))  # same seed -> same output (fresh generator per call)
     assert not torch.equal(xa, _make(name, data, norm, seed=1)[0](vlm, x, batch))  # random start differs
     obj = atk.objective

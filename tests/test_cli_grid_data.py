@@ -45,3 +45,45 @@ def test_missing_data_folder_is_a_clear_error(tmp_path, captured, capsys):
     err = capsys.readouterr().err
     assert "--data folder" in err and "does not exist" in err and "nope" in err
     assert not captured, "nothing runs when the data folder is missing"
+
+
+def test_notebooks_command_copies_the_packaged_notebooks_and_refuses_to_overwrite(tmp_path, capsys):
+    from vlmkit.grid.notebooks import packaged_notebooks
+
+    shipped = sorted(p.name for p in packaged_notebooks().glob("*.ipynb"))
+    assert len(shipped) == 6
+    dest = tmp_path / "my-notebooks"
+    assert main(["notebooks", str(dest)]) == 0
+    assert sorted(p.name for p in dest.iterdir()) == shipped
+    first = dest / shipped[0]
+    assert first.read_bytes() == (packaged_notebooks() / shipped[0]).read_bytes()
+    assert f"{len(shipped)} notebooks copied" in capsys.readouterr().out
+
+    first.write_text("my edits")
+    assert main(["notebooks", str(dest)]) == 2
+    err = capsys.readouterr().err
+    assert "already in" in err and "--force" in err and shipped[0] in err
+    assert first.read_text() == "my edits", "nothing is overwritten without --force"
+
+    assert main(["notebooks", str(dest), "--force"]) == 0
+    assert first.read_bytes() == (packaged_notebooks() / shipped[0]).read_bytes()
+
+
+def test_grid_runs_the_notebooks_of_a_folder_given_by_notebooks(tmp_path, captured):
+    assert main(["grid", str(REPO / "params" / "smoke.yaml"), "--notebooks", str(tmp_path), "--dry-run"]) == 0
+    assert captured[0]["notebooks_dir"] == tmp_path.resolve()
+    assert main(["grid", str(REPO / "params" / "smoke.yaml"), "--notebooks", str(tmp_path / "nope")]) == 2
+    assert len(captured) == 1
+
+
+def test_help_imports_nothing_heavy():
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom vlmkit.cli import build_parser\nbuild_parser()\n"
+            "heavy = sorted(m for m in ('torch', 'pandas', 'vlmkit.robust', 'vlmkit.grid') if m in sys.modules)\n"
+            "assert not heavy, heavy\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    out = subprocess.run([sys.executable, "-m", "vlmkit", "robust", "--help"], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0 and "usage: vlmkit robust" in out.stdout and "--steps" in out.stdout

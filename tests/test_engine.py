@@ -17,6 +17,7 @@ from _tiny import synthetic_captions, tiny_vit_model
 
 CALLS: dict[str, int] = {}
 BOMB = {"armed": False}
+SEEN: list[torch.Tensor] = []  # every output of _test_noise, in call order
 
 
 def _count(name):
@@ -34,7 +35,9 @@ if "_test_identity" not in PERTURBATIONS:
     def _noise(x, severity=1, *, generator=None):
         _count(f"_test_noise@{severity}")
         n = torch.randn(x.shape, generator=generator, device=x.device) * 0.1 * severity
-        return (x + n).clamp(0, 1)
+        out = (x + n).clamp(0, 1)
+        SEEN.append(out.clone())
+        return out
 
     @register_perturbation("_test_bomb", family="_test_other", severities=None)
     def _bomb(x, severity=1, *, generator=None):
@@ -76,6 +79,10 @@ def test_identity_cell_equals_clean_and_has_zero_drift(tiny, captioned, tmp_path
     assert (tmp_path / "results.parquet").is_file() and (tmp_path / "results.csv").is_file()
 
 
+def _stored(tmp_path, cell):
+    return list((tmp_path / "cells").rglob(f"{cell.key}.parquet"))
+
+
 def test_resume_after_crash_recomputes_nothing_and_has_no_duplicates(tiny, captioned, tmp_path):
     cells = perturbation_cells("_test_noise", [1, 2]) + [Cell("perturbation", "_test_bomb", 1)] + \
         perturbation_cells("_test_noise", [3])
@@ -83,14 +90,16 @@ def test_resume_after_crash_recomputes_nothing_and_has_no_duplicates(tiny, capti
     BOMB["armed"] = True
     with pytest.raises(RuntimeError, match="simulated crash"):
         evaluate_grid(tiny, captioned, cells, out_dir=tmp_path, batch_size=4, progress=False)
-    assert CALLS == {"_test_noise@1": 3, "_test_noise@2": 3}  # 10 images in batches of 4
-    store = ResultsStore(tmp_path)
-    assert store.is_done(tiny.name, "synthetic-caps", cells[0].key)
-    assert not store.is_done(tiny.name, "synthetic-caps", cells[2].key)
+    assert CALLS == {"_test_noise@1": 10, "_test_noise@2": 10}  # 10 images, each with its own generator
+    assert _stored(tmp_path, cells[0]) and not _stored(tmp_path, cells[2])
+    # a writer killed inside the atomic write leaves a temporary file: the resumed run removes it
+    stale = _stored(tmp_path, cells[0])[0].parent / f".{cells[2].key}.parquet.{_host()}.999999999.x.tmp"
+    stale.write_text("partial")
     BOMB["armed"] = False
     CALLS.clear()
     df = evaluate_grid(tiny, captioned, cells, out_dir=tmp_path, batch_size=4, progress=False)
-    assert CALLS == {"_test_noise@3": 3}  # cells 1..2 not recomputed; the bomb cell recomputed once
+    assert not stale.exists()
+    assert CALLS == {"_test_noise@3": 10}  # cells 1..2 not recomputed; the bomb cell recomputed once
     key = ["model", "dataset", "cell", "metric"]
     assert not df.duplicated(key).any()
     assert set(df[df.kind == "perturbation"]["label"]) == {"_test_noise@1", "_test_noise@2", "_test_noise@3",
@@ -100,6 +109,97 @@ def test_resume_after_crash_recomputes_nothing_and_has_no_duplicates(tiny, capti
     CALLS.clear()
     df3 = evaluate_grid(tiny, captioned, cells, out_dir=tmp_path, batch_size=4, progress=False)
     assert CALLS == {} and len(df3) == len(df)
+
+
+def _host():
+    import socket
+
+    return socket.gethostname().replace(".", "-")
+
+
+def test_numbers_do_not_depend_on_the_batch_size(tiny, captioned, tmp_path):
+    import vlmkit.attacks  # noqa: F401
+    from vlmkit.evaluate import attack_cells
+
+    cells = perturbation_cells("_test_noise", [2]) + perturbation_cells("gaussian_noise", [3]) + \
+        attack_cells("pgd", eps=[4 / 255], steps=2)
+    tables = {bs: evaluate_grid(tiny, captioned, cells, out_dir=tmp_path / str(bs), batch_size=bs, progress=False)
+              for bs in (1, 3, 8, "auto")}
+    # the images are bit-identical whatever the batch size (each draws from its own generator); the
+    # float32 forward pass of a batch of 8 may round differently from one of 1 (BLAS blocking), so
+    # continuous metrics agree to float32 rounding and counted ones (recall, flips) exactly
+    counted = ("R@", "IFR", "IV", "top")
+    cols = ["cell", "metric", "value"]
+    ref = tables[1][cols].sort_values(["cell", "metric"], ignore_index=True)
+    for bs, t in tables.items():
+        got = t[cols].sort_values(["cell", "metric"], ignore_index=True)
+        assert got[["cell", "metric"]].equals(ref[["cell", "metric"]])
+        exact = got.metric.str.contains("|".join(counted))
+        assert got.value[exact].tolist() == ref.value[exact].tolist(), bs
+        np.testing.assert_allclose(got.value[~exact], ref.value[~exact], rtol=1e-4, atol=1e-5, err_msg=str(bs))
+    # a batch of 8 vs 8 single images: the same perturbed pixels, bit for bit
+    SEEN.clear()
+    evaluate_grid(tiny, captioned, perturbation_cells("_test_noise", [3]), out_dir=tmp_path / "s1", batch_size=1,
+                  progress=False)
+    one = torch.cat(SEEN)
+    SEEN.clear()
+    evaluate_grid(tiny, captioned, perturbation_cells("_test_noise", [3]), out_dir=tmp_path / "s8", batch_size=8,
+                  progress=False)
+    assert torch.equal(torch.cat(SEEN), one)
+
+
+def test_a_gallery_shows_the_image_the_engine_measured(tiny, captioned, tmp_path):
+    from vlmkit.evaluate import cell_images
+
+    cell = Cell("perturbation", "_test_noise", 2)
+    SEEN.clear()
+    evaluate_grid(tiny, captioned, [cell], out_dir=tmp_path, batch_size=4, progress=False, image_size=32)
+    measured = torch.cat(SEEN)  # (10, 3, 32, 32): image i's perturbation, as the engine measured it
+    assert measured.shape[0] == len(captioned)
+    shown = cell_images(tiny, captioned, cell, [7, 2, 9], out_dir=tmp_path, image_size=32)
+    assert torch.equal(shown, measured[[7, 2, 9]])
+    assert not torch.equal(shown[0], shown[1])
+
+
+def test_a_changed_input_recomputes_and_an_unchanged_one_is_skipped(tiny, captioned, tmp_path):
+    cells = perturbation_cells("_test_noise", [1])
+    base = dict(out_dir=tmp_path, batch_size=5, progress=False)
+
+    def calls(ds=captioned, **kw):
+        CALLS.clear()
+        df = evaluate_grid(tiny, ds, cells, **{**base, **kw})
+        return CALLS.get("_test_noise@1", 0), df
+
+    assert calls()[0] == 10
+    assert calls()[0] == 0  # unchanged: skipped
+    assert calls(seed=1)[0] == 10
+    assert calls(image_size=24)[0] == 10
+    assert calls(token_layers=[0])[0] == 10
+    assert calls(ds=captioned.subset(6, seed=0))[0] == 6  # a subset under the same dataset name
+    n, df = calls(seed=1)
+    assert n == 0 and set(df["seed"]) == {1}  # seed 1 again: skipped, and only its own rows come back
+    merged = pd.read_parquet(tmp_path / "results.parquet")
+    assert {0, 1} <= set(merged["seed"]) and merged["run"].nunique() >= 5
+
+
+def test_changed_templates_and_weights_recompute(tiny, shared_data, tmp_path):
+    root = shared_data / "imagenet-samples"
+    ds = load_labelled_csv(root / "labels.csv", root / "images", vlmkit.data.imagenet_classnames(),
+                           label_column="class_index").subset(8, seed=0)
+    a = evaluate_grid(tiny, ds, [], out_dir=tmp_path, progress=False, image_size=32)
+    b = evaluate_grid(tiny, ds, [], out_dir=tmp_path, progress=False, image_size=32,
+                      templates=["a blurry photo of a {}.", "a sketch of a {}."])
+    assert set(a["run"]) != set(b["run"])
+    assert _value(a, "clean", "margin_mean") != _value(b, "clean", "margin_mean")
+    with torch.no_grad():
+        p = next(tiny.parameters())
+        p.add_(0.5)
+    try:
+        c = evaluate_grid(tiny, ds, [], out_dir=tmp_path, progress=False, image_size=32)
+    finally:
+        with torch.no_grad():
+            p.sub_(0.5)
+    assert set(c["run"]) != set(a["run"]) and _value(c, "clean", "margin_mean") != _value(a, "clean", "margin_mean")
 
 
 def test_two_runs_give_identical_tables(tiny, captioned, tmp_path):
@@ -157,6 +257,15 @@ def test_bad_grid_inputs(tiny, captioned, tmp_path):
         Cell("perturb", "x")
     with pytest.raises(vlmkit.InputError, match="models is empty"):
         evaluate_grid([], captioned, [], out_dir=tmp_path)
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(vlmkit.InputError, match="is a file, not a folder"):
+        evaluate_grid(tiny, captioned, [], out_dir=tmp_path / "afile" / "grid")
+    with pytest.raises(vlmkit.InputError, match="has no parameter"):
+        Cell("perturbation", "gaussian_noise", 1, {"sigma": 2})
+    with pytest.raises(vlmkit.InputError, match="eps"):
+        Cell("attack", "pgd", 0, {"eps": 2})
+    with pytest.raises(vlmkit.InputError, match="templates are for zero-shot"):
+        evaluate_grid(tiny, captioned, [], out_dir=tmp_path / "t", templates=["a {}"])
 
 
 def test_fourier_heatmap_shape_zero_eps_and_cache(tiny, captioned, tmp_path):

@@ -80,3 +80,109 @@ def test_bad_grid_files(tmp_path):
     with pytest.raises(DataNotFoundError, match="does not exist"):
         load_grid(tmp_path / "missing.yaml")
 
+
+
+def test_a_custom_executor_runs_the_grid_and_is_named_in_grid_json(grid_dir):
+    from vlmkit.grid import Executor, LocalExecutor
+
+    class Recording(Executor):
+        kind = "recording"
+
+        def __init__(self) -> None:
+            self.seen: list[str] = []
+
+        def run(self, runs, grid_root, **kwargs):
+            self.seen += [r.run_id for r in runs]
+            return LocalExecutor().run(runs, grid_root, **kwargs)
+
+    root, nbs = grid_dir
+    ex = Recording()
+    res = run_grid(root / "g.yaml", out_root=root / "out", only=["variant-ok*"], notebooks_dir=nbs, progress=False,
+                   executor=ex)
+    assert ex.seen == ["variant-ok_x-1", "variant-ok_x-2"] and [r.status for r in res] == ["done", "done"]
+    assert json.loads((root / "out/g/grid.json").read_text())["executor"] == "recording"
+    with pytest.raises(ValueError, match="executor 'kubernetes' is not available"):
+        run_grid(root / "g.yaml", out_root=root / "out", notebooks_dir=nbs, progress=False, executor="kubernetes")
+
+
+def test_grid_modules_import_one_way():
+    """spec <- notebooks <- execute <- executors <- cluster <- runner: no grid module imports one after it."""
+    import ast
+    from pathlib import Path
+
+    import vlmkit.grid
+
+    order = ["spec", "notebooks", "execute", "executors", "cluster", "runner"]
+    folder = Path(vlmkit.grid.__file__).parent
+    for i, name in enumerate(order):
+        tree = ast.parse((folder / f"{name}.py").read_text())
+        imported = {n.module.split(".")[2] for n in ast.walk(tree)
+                    if isinstance(n, ast.ImportFrom) and n.module and n.module.startswith("vlmkit.grid.")}
+        assert not imported & set(order[i:]), f"grid.{name} imports {sorted(imported & set(order[i:]))}"
+
+
+def test_packaged_notebooks_are_the_default(tmp_path):
+    from vlmkit.grid.execute import NOTEBOOKS_DIR, notebook_path
+    from vlmkit.grid.notebooks import packaged_notebooks
+
+    assert NOTEBOOKS_DIR == packaged_notebooks() and notebook_path("01_data", NOTEBOOKS_DIR).is_file()
+    with pytest.raises(DataNotFoundError, match=r"notebook '07_x' not found .* available: \['01_data'"):
+        notebook_path("07_x", NOTEBOOKS_DIR)
+
+
+def _parquet(path, rows):
+    import pandas as pd
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_parquet(path, index=False)
+    return path
+
+
+def test_merge_files_order_columns_and_empty_files(tmp_path):
+    import pandas as pd
+
+    from vlmkit.results import merge_files
+
+    a = _parquet(tmp_path / "a.parquet", [{"model": "m2", "metric": "x", "value": 1.0},
+                                          {"model": "m1", "metric": "x", "value": 2.0}])
+    b = _parquet(tmp_path / "b.parquet", [{"model": "m1", "metric": "y", "value": 3.0, "family": "noise"}])
+    empty = tmp_path / "e.parquet"
+    pd.DataFrame({"model": pd.Series([], dtype=str), "only_in_empty": pd.Series([], dtype=str)}).to_parquet(empty)
+
+    df = merge_files([a, empty, b])  # file order, each file's rows in order
+    assert list(df["value"]) == [1.0, 2.0, 3.0]
+    assert list(df.columns) == ["model", "metric", "value", "only_in_empty", "family"]  # union, first seen
+    assert df["family"].isna().tolist() == [True, True, False] and df["value"].dtype == float
+    assert list(df.index) == [0, 1, 2]
+
+    by_model = merge_files([a, b], sort_by=["model", "no_such_column"])  # stable: ties keep file order
+    assert list(zip(by_model["model"], by_model["value"])) == [("m1", 2.0), ("m1", 3.0), ("m2", 1.0)]
+
+    tagged = merge_files([a, b], with_columns=lambda f: {"source": f.stem})
+    assert list(tagged["source"]) == ["a", "a", "b"] and list(tagged.columns) == ["model", "metric", "value", "source",
+                                                                                "family"]
+
+    assert list(merge_files([], columns=["run_id", "model"]).columns) == ["run_id", "model"]
+    assert merge_files([empty]).empty and list(merge_files([empty]).columns) == ["model", "only_in_empty"]
+
+
+def test_result_files_skip_report_and_cells_folders(tmp_path):
+    from vlmkit.report import collect_results
+    from vlmkit.results import result_files
+
+    row = {"model": "m", "metric": "x", "value": 1.0}
+    keep = [_parquet(tmp_path / "results.parquet", [row]), _parquet(tmp_path / "run/sub/results.parquet", [row])]
+    _parquet(tmp_path / "report/results.parquet", [row])
+    _parquet(tmp_path / "cells/results.parquet", [row])
+    assert result_files(tmp_path) == sorted(keep)
+    assert result_files(tmp_path / "missing") == []
+    assert list(collect_results(tmp_path)["run"]) == [".", "run/sub"]
+    # the folder's own name does not matter, only the parts below it
+    inner = tmp_path / "report" / "grid"
+    _parquet(inner / "r1/results.parquet", [row])
+    assert list(collect_results(inner)["run"]) == ["r1"]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataNotFoundError, match="no results.parquet"):
+        collect_results(tmp_path / "empty")
+    with pytest.raises(DataNotFoundError, match="does not exist"):
+        collect_results(tmp_path / "missing")

@@ -42,7 +42,7 @@ def test_head_attention_maps_are_the_attention_rows(models, name):
     maps = H.head_attention_maps(vlm, x)
     L, h = vlm.num_layers, vlm.heads_per_layer[0]
     assert maps.shape == (2, L, h, 4, 4)
-    P = vlm._num_prefix_tokens()
+    P = vlm.num_prefix_tokens
     A = vlm.attention(x, layer=1)  # (B, h, N, N)
     row = A[:, :, 0, P:] if P else A[:, :, :, P:].mean(2)
     torch.testing.assert_close(maps[:, 1].flatten(2), row)

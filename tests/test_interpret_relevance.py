@@ -14,7 +14,7 @@ import vlmkit
 from vlmkit.errors import InputError
 from vlmkit.interpret import relevance as rel
 from vlmkit.interpret.geometry import boxes_to_masks, grid_to_image, image_to_grid
-from vlmkit.metrics import build_zero_shot_classifier
+from vlmkit.models.zeroshot import zero_shot_classifier
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest
@@ -54,7 +54,7 @@ def _reference_chefer(vlm, x, text, readout_rows):
         for li in range(vlm.num_layers):
             A, G = t.probs[li][0], t.probs[li].grad[0]  # (h, N, N)
             R = R + (G * A).clamp(min=0).mean(0) @ R
-        P = vlm._num_prefix_tokens()
+        P = vlm.num_prefix_tokens
         out.append(R[readout_rows(N, P)].mean(0)[P:])
     return torch.stack(out)
 
@@ -97,7 +97,7 @@ def test_maps_shape_range_and_batch_independence(models, name, method):
 def test_class_target_from_prompt_ensemble_equals_its_prompt(models):
     vlm = models["open_clip"]
     x = _images()
-    clf = build_zero_shot_classifier(vlm, ["dog", "cat"], ["a photo of a {}."])
+    clf = zero_shot_classifier(vlm, ["dog", "cat"], ["a photo of a {}."])
     by_class = rel.relevance_map(vlm, x, [1, 0, 1], classifier=clf, progress=False)
     by_text = rel.relevance_map(vlm, x, ["a photo of a cat.", "a photo of a dog.", "a photo of a cat."], progress=False)
     torch.testing.assert_close(by_class, by_text, atol=1e-5, rtol=1e-4)
@@ -119,7 +119,7 @@ def _pgc_reference(vlm, x, prompts, layer_module):
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     text = vlm.encode_text(prompts).detach()
-    P = vlm._num_prefix_tokens()
+    P = vlm.num_prefix_tokens
 
     class Logits(torch.nn.Module):
         def __init__(self):
@@ -130,8 +130,8 @@ def _pgc_reference(vlm, x, prompts, layer_module):
             return self.vlm.similarity(self.vlm.encode_image(inp.detach().requires_grad_(True)), text)
 
     def reshape_transform(t):
-        t = vlm._tokens_from_block_output(t)[:, P:]
-        gh, gw = vlm._grid_for(t.shape[1])
+        t = vlm.tokens_from_block_output(t)[:, P:]
+        gh, gw = vlm.token_grid(t.shape[1])
         return t.reshape(t.shape[0], gh, gw, t.shape[2]).permute(0, 3, 1, 2)  # (B, C, gh, gw)
 
     with GradCAM(model=Logits(), target_layers=[layer_module], reshape_transform=reshape_transform) as cam:

@@ -184,6 +184,33 @@ def test_factor_auroc_matches_sklearn_and_finds_a_planted_latent():
     assert t.loc["red", "auroc"] < 0.7  # no latent is planted for red
 
 
+def _ms_by_definition(acts: np.ndarray, emb: np.ndarray) -> np.ndarray:
+    """Monosemanticity Score from its definition (Pach et al. 2025, arXiv:2504.02821, §3), by loops.
+
+    ``MS_k = Σ_{n≠m} ã_n ã_m s_nm / Σ_{n≠m} ã_n ã_m`` with ``ã`` latent k's activations min-max normalised
+    over the N images and ``s_nm`` the cosine similarity of images n and m; NaN when undefined.
+    Independent of :mod:`vlmkit.interpret.monosemanticity` (ordered pairs, cosines computed per pair).
+    """
+    N, K = acts.shape
+    out = np.full(K, np.nan)
+    for k in range(K):
+        col = [float(v) for v in acts[:, k]]
+        lo, hi = min(col), max(col)
+        if hi <= lo:
+            continue
+        a = [(v - lo) / (hi - lo) for v in col]
+        num = den = 0.0
+        for n in range(N):
+            for m in range(N):
+                if n != m:
+                    s = float(emb[n] @ emb[m]) / float(np.linalg.norm(emb[n]) * np.linalg.norm(emb[m]))
+                    num += a[n] * a[m] * s
+                    den += a[n] * a[m]
+        if den > 0:
+            out[k] = num / den
+    return out
+
+
 def test_sae_study_rows_latents_and_ms(tmp_path):
     from _tiny import tiny_vit_model
 
@@ -203,19 +230,35 @@ def test_sae_study_rows_latents_and_ms(tmp_path):
     assert a.ms is not None and torch.allclose(a.ms, b.ms, rtol=0, atol=0, equal_nan=True)
     assert [r["value"] for r in a.rows] == [r["value"] for r in b.rows]
     assert set(a.latents.condition) == {"clean", "typographic"} and len(a.latents) == 32
-    # the study's MS is the metric on the clean latents with the reference's embeddings
-    z = sae_latents(a.sae, image_activations(vlm, x, layer=-1, token="mean"))
-    ref = monosemanticity_score(z, vlm.embed_images(x, progress=False)).float()
-    assert torch.allclose(a.ms, ref, equal_nan=True)
+    # the study's MS is the score of its clean latents against the reference's embeddings, checked against
+    # the definition written out here (not the library's metric): latents from the SAE applied to the
+    # mean last-layer patch token, embeddings from encode_image
+    with torch.no_grad():
+        z = a.sae.encode(vlm.vision_tokens(x, -1).patches.mean(1)).double().numpy()  # (12, 16)
+        emb = vlm.encode_image(x).double().numpy()  # (12, D)
+    ref = _ms_by_definition(z, emb)  # (16,)
+    assert np.isfinite(ref).sum() >= 4, ref  # enough live latents for the comparison to mean something
+    np.testing.assert_allclose(a.ms.numpy(), ref, rtol=1e-4, atol=1e-5, equal_nan=True)
     clean = a.latents[a.latents.condition == "clean"]
-    assert np.allclose(clean["ms"].to_numpy(), ref.numpy(), equal_nan=True)
+    np.testing.assert_allclose(clean["ms"].to_numpy(), ref[clean["latent"].to_numpy()], rtol=1e-4, atol=1e-5,
+                               equal_nan=True)
+    # closed forms, whatever the latents: identical reference embeddings -> MS 1 for every scorable latent,
+    # mutually orthogonal ones -> MS 0; NaN for the others (no pair of images with ã_n ã_m > 0: the latent is
+    # constant, or only one image is above its minimum)
+    same = sae_study(vlm, {"clean": x}, reference=np.tile([[0.3, -1.0, 2.0]], (12, 1)), config=cfg, seed=2)
+    orth = sae_study(vlm, {"clean": x}, reference=np.eye(12), config=cfg, seed=2)
+    with torch.no_grad():
+        zs = same.sae.encode(vlm.vision_tokens(x, -1).patches.mean(1))  # (12, 16)
+    live = ((zs > zs.min(0).values).sum(0) >= 2).numpy()  # (16,) at least 2 images above the minimum
+    assert live.sum() >= 4 and np.array_equal(np.isfinite(same.ms.numpy()), live)
+    np.testing.assert_allclose(same.ms.numpy()[live], 1.0, atol=1e-5)
+    np.testing.assert_allclose(orth.ms.numpy()[live], 0.0, atol=1e-6)
+    assert np.isnan(orth.ms.numpy()[~live]).all()
     metrics = {(r["metric"], r["perturbation"]) for r in a.rows}
     assert {("sae_explained_variance", "none"), ("sae_ms_median", "none"),
             ("sae_explained_variance", "typographic")} <= metrics
     assert all(r["model"] == vlm.name and r["dataset"] == "rand" and r["n"] == 12 for r in a.rows)
-    # an (N, D) array works as the reference; no reference skips the MS
-    c = sae_study(vlm, {"clean": x}, reference=np.eye(12, 5), config=cfg)
-    assert c.ms is not None and c.ms.shape == (16,)
+    # no reference skips the MS
     d = sae_study(vlm, {"clean": x}, config=cfg)
     assert d.ms is None and "ms" not in d.latents and not any(r["metric"].startswith("sae_ms_") for r in d.rows)
     with pytest.raises(InputError, match="same non-zero number"):

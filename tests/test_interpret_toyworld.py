@@ -26,7 +26,7 @@ from vlmkit.interpret.monosemanticity import monosemanticity_score
 from vlmkit.interpret.relevance import mass_in_mask, relevance_map
 from vlmkit.interpret.sae import SAEConfig, evaluate_sae, sae_latents, train_sae
 from vlmkit.interpret.store import collect_activations
-from vlmkit.metrics import build_zero_shot_classifier
+from vlmkit.models.zeroshot import zero_shot_classifier
 from vlmkit.toyworld.evaluate import EVAL_SEED, meets_bars, stack_images
 from vlmkit.toyworld.grammar import ZERO_SHOT_TEMPLATE
 from vlmkit.toyworld.world import (
@@ -38,24 +38,24 @@ from vlmkit.toyworld.world import (
     single_object_spec,
 )
 
-pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.skipif(
-    "vit" not in toyworld.list_checkpoints(),
-    reason="the trained toy ViT is not shipped yet: vlmkit.toyworld.list_checkpoints() has no 'vit' "
-           "(train it with python -m vlmkit.toyworld.train --config vlmkit/toyworld/configs/vit.json "
-           "--out vlmkit/toyworld/checkpoints/vit)",
-)]
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 _STREAM_RELEVANCE, _STREAM_TYPO, _STREAM_SAE = 21, 22, 23
 
 
 @pytest.fixture(scope="module")
 def vit():
+    # the trained toy ViT is committed (vlmkit/toyworld/checkpoints/vit): its absence is a regression, not a skip
+    assert "vit" in toyworld.list_checkpoints(), (
+        "the trained toy ViT is missing: vlmkit.toyworld.list_checkpoints() has no 'vit' (it is committed under "
+        "vlmkit/toyworld/checkpoints/vit; retrain with python -m vlmkit.toyworld.train --config "
+        "vlmkit/toyworld/configs/vit.json --out vlmkit/toyworld/checkpoints/vit)")
     return vlmkit.load_model("toy:vit", device="cpu")
 
 
 @pytest.fixture(scope="module")
 def shape_classifier(vit):
-    return build_zero_shot_classifier(vit, list(SHAPES), [ZERO_SHOT_TEMPLATE])
+    return zero_shot_classifier(vit, list(SHAPES), [ZERO_SHOT_TEMPLATE])
 
 
 def test_relevance_falls_on_the_named_object(vit):
@@ -71,10 +71,10 @@ def test_relevance_falls_on_the_named_object(vit):
         out[method] = (float(r["ratio"].mean()), float(r["mass"].mean()), float(r["area"].mean()))
         print(f"[toy:vit] {method}: mass-in-mask / area share = {out[method][0]:.2f} "
               f"(mass {out[method][1]:.3f}, area {out[method][2]:.3f}, {n} single-object scenes)")
-    assert out["chefer"][0] >= 1.5, f"Chefer relevance mass-in-mask / area share {out['chefer'][0]:.2f} < 1.5"
-    # Grad-CAM is reported, not held to the bar: on the retrained (686-step, average-pooled) toy ViT its
-    # mass falls mostly outside the object (ratio 0.56), while Chefer's relevance stays on it.
-    assert 0 < out["gradcam"][0] < float("inf")
+    # Uniform maps (a relevance method that ignores the prompt and the image) have mass = area share,
+    # ratio 1. Measured on the shipped toy ViT (64 scenes, area share 0.060): Chefer 7.96, Grad-CAM 3.19.
+    for method in ("chefer", "gradcam"):
+        assert out[method][0] >= 1.5, f"{method} relevance mass-in-mask / area share {out[method][0]:.2f} < 1.5"
 
 
 def _typographic_set(n: int):
@@ -91,13 +91,16 @@ def _typographic_set(n: int):
 
 
 def test_word_heads_carry_the_typographic_attack(vit, shape_classifier):
-    held_out = vit.meta.get("training", {}).get("held_out_metrics", {})
-    if not held_out or not meets_bars(held_out)["typo_ratio"] or not meets_bars(held_out)["attack_share_scam"]:
-        rec = vit.meta.get("training", {})
-        pytest.skip(f"the shipped toy ViT is not fooled by typographic attacks (held-out attack share "
-                    f"{held_out.get('attack_share_scam')} vs blank {held_out.get('attack_share_noscam')}; trained "
-                    f"{rec.get('steps')}/{rec.get('steps_planned')} steps): no word heads to find; needs the "
-                    "fully trained checkpoint")
+    # the shipped toy ViT is fooled by typographic attacks (training.json: attack share 0.94 on attacked
+    # scenes vs 0.05 for a blank label); a checkpoint that no longer is has regressed: fail, don't skip
+    rec = vit.meta.get("training", {})
+    held_out = rec.get("held_out_metrics", {})
+    assert held_out, "the toy ViT's metadata has no held-out metrics (training.json: held_out_metrics)"
+    bars = meets_bars(held_out)
+    assert bars["typo_ratio"] and bars["attack_share_scam"], (
+        f"the shipped toy ViT is not fooled by typographic attacks (held-out attack share "
+        f"{held_out.get('attack_share_scam')} vs blank {held_out.get('attack_share_noscam')}; trained "
+        f"{rec.get('steps')}/{rec.get('steps_planned')} steps): no word heads to find")
     x_scam, x_blank, words, labels, boxes = _typographic_set(200)
     word_masks = boxes_to_masks(boxes, tuple(x_scam.shape[-2:]))
     region = H.region_attention(vit, x_scam, word_masks, progress=False)  # sorted by ratio

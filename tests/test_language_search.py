@@ -8,17 +8,21 @@ import json
 import pandas as pd
 import pytest
 import torch
+import torch.nn.functional as F
 
 import vlmkit
 from vlmkit.data import load_labelled_csv
 from vlmkit.errors import InputError
-from vlmkit.tasks import (
+from vlmkit.models.zeroshot import zero_shot_classifier
+from vlmkit.search import (
     DiffusersGenerator,
+    LanguageSearchResult,
     SearchConfig,
     ToyWorldGenerator,
     language_search,
     toy_word_space,
 )
+from vlmkit.search.config import image_seed
 from vlmkit.toyworld import SHAPES
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -36,10 +40,42 @@ def result(rn):
     return language_search(rn, list(SHAPES), ["star", "circle"], **CFG)
 
 
-def test_registered():
+def test_registered_task_is_the_search(rn):
+    """``TASKS["language_adversarial"]`` runs the search: the same history as calling it directly."""
+    kw = {**CFG, "generations": 0}
+    via_registry = vlmkit.TASKS.create("language_adversarial", rn, list(SHAPES), "star", **kw)
     assert vlmkit.TASKS.meta("language_adversarial")["kind"] == "search"
-    assert vlmkit.TASKS.get("language_adversarial") is language_search
-    assert {"attack_success_rate", "semantic_consistency"} <= set(vlmkit.METRICS.list())
+    assert isinstance(via_registry, LanguageSearchResult) and len(via_registry.history) == CFG["population"]
+    pd.testing.assert_frame_equal(via_registry.history, language_search(rn, list(SHAPES), "star", **kw).history)
+
+
+def test_asr_and_sem_known_answers():
+    """Equations 1-2 on hand-made predictions and embeddings, through the METRICS registry."""
+    asr = vlmkit.METRICS.get("attack_success_rate")
+    assert asr(torch.tensor([1, 2, 3, 3]), 3) == 0.5
+    assert asr(torch.tensor([2, 2, 2]), 2) == 0.0 and asr(torch.tensor([0, 1]), 2) == 1.0
+    assert asr(torch.tensor([0, 0]), torch.tensor([0, 1])) == 0.5  # one true class per image
+    sem = vlmkit.METRICS.get("semantic_consistency")
+    text = torch.tensor([[1.0, 0.0], [0.0, 2.0], [-3.0, 0.0], [1.0, 1.0]])  # (P, D)
+    s = sem(text, torch.tensor([2.0, 0.0]))
+    torch.testing.assert_close(s, torch.tensor([1.0, 0.0, -1.0, 2**-0.5]))
+    torch.testing.assert_close(sem(5 * text, torch.tensor([[0.5, 0.0]])), s)  # scale-free; (1, D) reference
+
+
+def test_history_scores_are_equations_1_and_2(result, rn):
+    """ASR and SEM in the history equal equations 1-2 recomputed from scratch for the scored prompts."""
+    cfg = result.config
+    clf = zero_shot_classifier(rn, list(SHAPES), list(cfg.classifier_templates))
+    rows = result.history.drop_duplicates("prompt").groupby("class").head(3).to_dict("records")
+    assert any(r["asr"] > 0 for r in rows) and any(r["asr"] < 1 for r in rows)  # both outcomes are checked
+    for r in rows:
+        x = result.generator(r["prompt"], cfg.images_per_prompt, image_seed(cfg))  # (n, 3, H, W)
+        with torch.inference_mode():
+            pred = rn.similarity(rn.encode_image(x), clf).argmax(1)  # (n,)
+            text = F.normalize(rn.encode_text([r["prompt"], cfg.reference_template.format(cls=r["class"])]), dim=-1)
+        y = list(SHAPES).index(r["class"])
+        assert r["asr"] == float((pred != y).float().mean())
+        assert abs(r["sem"] - float(text[0] @ text[1])) < 1e-4
 
 
 def test_history_and_curves(result):
@@ -97,9 +133,7 @@ def test_adversarial_set_in_labelled_layout(tmp_path, result, rn):
     assert set(ds.classnames[i] for i in ds.labels.tolist()) <= {"star", "circle"}
     # every written image fools the target: re-classify from the files
     x = ds.load_images(64, progress=False, use_cache=False).float() / 255
-    from vlmkit.metrics import build_zero_shot_classifier
-
-    clf = build_zero_shot_classifier(rn, list(SHAPES), ["a photo of a {}"])
+    clf = zero_shot_classifier(rn, list(SHAPES), ["a photo of a {}"])
     with torch.inference_mode():
         pred = rn.similarity(rn.encode_image(x), clf).argmax(1)
     assert float((pred != ds.labels).float().mean()) >= 0.75  # PNG round trip may move a borderline image

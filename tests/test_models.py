@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 
 import numpy as np
@@ -130,7 +129,7 @@ def test_attention_maps_and_explicit_path_parity(tiny_archs, spec):
     assert sorted(t.probs) == list(range(vlm.num_layers))  # the explicit path really ran
     torch.testing.assert_close(tapped, base, atol=1e-5, rtol=1e-4)
     att = vlm.attention(x, layer=-1)
-    n_tok = vlm.vision_tokens(x, -1).patches.shape[1] + vlm._num_prefix_tokens()
+    n_tok = vlm.vision_tokens(x, -1).patches.shape[1] + vlm.num_prefix_tokens
     assert att.shape == (2, vlm.heads_per_layer[-1], n_tok, n_tok)
     torch.testing.assert_close(att.sum(-1), torch.ones(att.shape[:-1]))
 
@@ -286,6 +285,47 @@ def test_unknown_toy_model():
         vlmkit.load_model("toy:nope")
 
 
+@pytest.mark.parametrize("name", ["vit", "rn"])
+def test_toy_model_is_built_as_its_class(name):
+    from vlmkit.models import ToyVLM
+
+    vlm = vlmkit.load_model(f"toy:{name}", device="cpu")
+    assert type(vlm) is ToyVLM and vlm.family == "toy" and "training" in vlm.meta
+    assert vlm.name == f"toy:{name}" and vlm.meta["spec"] == f"toy:{name}"
+
+
+# ---------------------------------------------------------------- the public tower members
+def test_public_tower_members_describe_the_tower(tiny_archs, hf_clip_dir, hf_siglip_dir):
+    """``blocks``/``num_prefix_tokens``/``token_grid``/``tokens_from_block_output``/``layer_index``/
+    ``encode_pixels`` agree with the tokens and embeddings of every family (hf: through its older hooks)."""
+    x = _images(2, 64, 64)
+    cases = {"open_clip:vlmkit-tiny-vit": (1, (4, 4)), "open_clip:vlmkit-tiny-rn": (0, (2, 2)),
+             f"hf:{hf_clip_dir}": (1, (4, 4)), f"hf:{hf_siglip_dir}": (0, (4, 4))}
+    for spec, (prefix, grid) in cases.items():
+        vlm = vlmkit.load_model(spec, device="cpu")
+        assert vlm.num_prefix_tokens == prefix and len(vlm.blocks) == vlm.num_layers
+        assert vlm.layer_index(-1) == vlm.num_layers - 1 and vlm.token_grid(grid[0] * grid[1]) == grid
+        box = {}
+        h = vlm.blocks[-1].register_forward_hook(lambda m, i, o: box.__setitem__("out", o))
+        try:
+            emb = vlm.encode_pixels(vlm.preprocess(x))  # (B, D) unnormalised
+        finally:
+            h.remove()
+        torch.testing.assert_close(F.normalize(emb, dim=-1), vlm.encode_image(x))
+        tokens = vlm.tokens_from_block_output(box["out"])  # (B, N, C)
+        vt = vlm.vision_tokens(x, -1)
+        assert vt.grid == grid and tokens.shape[1] == prefix + grid[0] * grid[1]
+        torch.testing.assert_close(tokens[:, prefix:], vt.patches)
+        assert (vlm.attention_modules is None) == (not vlm.has_attention)
+        if vlm.has_attention:
+            assert len(vlm.require_attention()) == vlm.num_layers
+        else:
+            with pytest.raises(InputError, match="relevance: model .* without per-layer self-attention"):
+                vlm.require_attention("relevance")
+        with pytest.raises(InputError, match="cannot arrange 7 tokens"):
+            vlm.token_grid(7)
+
+
 @pytest.mark.parametrize(
     "bad, match",
     [
@@ -305,6 +345,8 @@ def test_encode_image_rejects_wrong_dtype_shape_range(tiny_vit, bad, match):
 def test_layer_and_head_out_of_range(tiny_vit):
     with pytest.raises(InputError, match="layer=7 is out of range"):
         tiny_vit.vision_tokens(_images(1), layer=7)
+    with pytest.raises(InputError, match=r"layer=-3 is out of range .* \(-2\.\.1\)"):
+        tiny_vit.layer_index(-3)
     with pytest.raises(InputError, match=r"heads \[9\] of layer 0, which has 3 heads"):
         with tiny_vit.mask_heads({0: [9]}):
             pass

@@ -10,12 +10,22 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from vlmkit.grid.notebooks import packaged_notebooks
+
 REPO = Path(__file__).resolve().parents[1]
-NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+NOTEBOOKS = sorted(packaged_notebooks().glob("[0-9][0-9]_*.ipynb"))
 
 
 def test_six_notebooks_in_order():
     assert [p.stem[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04", "05", "06"]
+
+
+def test_notebooks_ship_inside_the_package_and_the_repo_root_shows_them():
+    """Grids find the notebooks through importlib.resources (an installed wheel has them as package data);
+    ``notebooks/`` at the repository root is a link to them."""
+    assert packaged_notebooks() == REPO / "vlmkit" / "notebooks"
+    assert sorted(p.name for p in (REPO / "notebooks").glob("*.ipynb")) == [p.name for p in NOTEBOOKS]
+    assert '"notebooks/*.ipynb"' in (REPO / "pyproject.toml").read_text()  # package data of vlmkit
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

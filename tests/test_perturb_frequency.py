@@ -142,3 +142,77 @@ def test_amplitude_and_phase_noise_stay_in_band_and_zero_noise_is_identity():
     # phase noise keeps |F| exactly before the real part: equal amplitude for a Hermitian-free check
     y = Fq.phase_noise(x, band="all", sigma=0.1, keep_dc=True)
     assert torch.allclose(y.mean((2, 3)), x.mean((2, 3)), atol=1e-4)  # DC untouched
+
+
+# ---------------------------------------------------------------- budgets (the attacks' rule)
+@pytest.mark.parametrize("norm", ["linf", "l_inf", "inf", "l∞"])
+def test_linf_budget_above_one_is_refused_with_a_255_hint(norm):
+    """eps=2 is 2 in [0, 1] pixel units: twice the whole range, almost surely meant as 2/255."""
+    x = _images()
+    with pytest.raises(InputError, match=r"band_noise: eps=2 .*L-inf.*expected 0 < eps <= 1.*eps=2/255"):
+        Fq.band_noise(x, norm=norm, eps=2)
+    with pytest.raises(InputError, match=r"band_limited_noise: eps=8.0 .*did you mean eps=8/255"):
+        Fq.band_limited_noise(x.shape, "high", 8.0, norm, _g(0), "cpu")
+    # the boundary itself is a valid budget: exact L∞ norm 1 before clamping
+    d = Fq.band_limited_noise(x.shape, "high", 1.0, norm, _g(0), "cpu")
+    torch.testing.assert_close(d.flatten(1).abs().amax(1), torch.ones(2))
+
+
+@pytest.mark.parametrize("bad", [-1.0, -1e-9, float("nan"), float("inf"), True, "0.1"])
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+def test_negative_or_non_numeric_budgets_are_refused(bad, norm):
+    with pytest.raises(InputError, match=r"band_noise: eps=.* must be a non-negative finite number"):
+        Fq.band_noise(_images(), norm=norm, eps=bad)
+
+
+def test_a_zero_budget_is_the_identity():
+    """eps = 0 is the control of a severity sweep: the image comes back unchanged (attacks refuse it)."""
+    x = _images()
+    for norm in ("l2", "linf"):
+        assert torch.equal(Fq.band_noise(x, norm=norm, eps=0.0, generator=_g(0)), x)
+    assert torch.allclose(Fq.fourier_basis(_mid_grey(h=16, w=16), u=1, v=2, eps=0.0), _mid_grey(h=16, w=16))
+    with pytest.raises(InputError, match="must be a positive"):
+        Fq.check_budget("eps", 0.0, "l2")
+
+
+@pytest.mark.parametrize("bad", [-2.0, float("nan"), False])
+def test_fourier_basis_budget_is_checked(bad):
+    with pytest.raises(InputError, match=r"fourier_basis: eps=.* must be a non-negative finite number"):
+        Fq.fourier_basis(_mid_grey(h=16, w=16), u=1, v=2, eps=bad)
+
+
+def test_l2_budgets_may_exceed_one_and_defaults_pass_the_check():
+    """An L2 budget is over 3·H·W values, so eps > 1 is ordinary (e.g. 0.16 rms on 32x32 is 8.9)."""
+    x = _mid_grey()
+    y = Fq.band_noise(x, norm="l2", eps=5.0, generator=_g(0))
+    assert float((y - x).flatten(1).norm(dim=1).max()) <= 5.0 + 1e-4
+    assert Fq.fourier_basis(x, eps=16.0).shape == x.shape
+    for sev in (1, 2, 3, 4, 5):  # every severity table entry is a valid budget
+        for norm in ("l2", "linf"):
+            assert Fq.band_noise(x, sev, norm=norm).shape == x.shape
+        assert Fq.fourier_basis(x, sev).shape == x.shape
+
+
+def test_check_budget_matches_the_attack_rule():
+    """perturb/ does not import vlmkit.attacks; its rule is the same one PGD applies to eps."""
+    from vlmkit.attacks import PGD
+
+    cases = [(8 / 255, "linf"), (1.0, "linf"), (2.0, "linf"), (300, "linf"), (3.0, "l2"), (0.0, "l2"),
+             (-0.5, "linf"), (float("nan"), "l2"), (True, "linf")]
+    for eps, norm in cases:
+        try:
+            PGD(eps=eps, norm=norm)
+            attack_ok = True
+        except InputError:
+            attack_ok = False
+        try:
+            Fq.check_budget("eps", eps, norm)
+            perturb_ok = True
+        except InputError:
+            perturb_ok = False
+        assert attack_ok == perturb_ok, (eps, norm)
+    assert Fq.check_budget("eps", 3, "2") == 3.0 and isinstance(Fq.check_budget("eps", 3, "l2"), float)
+    with pytest.raises(InputError, match="norm='l1' is unknown"):
+        Fq.check_budget("eps", 0.1, "l1")
+    with pytest.raises(InputError, match=r"^radius=4 .*0 < radius <= 1 \(did you mean radius=4/255"):
+        Fq.check_budget("radius", 4, "linf")

@@ -146,6 +146,35 @@ def test_hf_family_fare_and_save(tmp_path) -> None:
         assert torch.allclose(vlm.encode_text(["a star"]), res.vlm.encode_text(["a star"]), atol=1e-6)
 
 
+def test_resample_codes_round_trip_through_the_hf_loader() -> None:
+    from PIL import Image
+
+    from vlmkit.models.hf import preprocess_config
+    from vlmkit.robust.towers import PIL_RESAMPLE_CODES
+
+    for name, code in PIL_RESAMPLE_CODES.items():
+        assert preprocess_config("clip", 32, {"resample": code}).interpolation == name
+    assert PIL_RESAMPLE_CODES["bicubic"] == Image.Resampling.BICUBIC  # what transformers' processors read
+
+
+def test_warmup_cosine_schedule_is_shared_with_the_toy_trainer() -> None:
+    import vlmkit.toyworld
+    from vlmkit.schedules import apply_lr_factor, warmup_cosine
+
+    assert warmup_cosine(0.0, 0.1, min_frac=0.01) == pytest.approx(0.1)  # the first step is not at rate 0
+    assert warmup_cosine(0.05, 0.1) == pytest.approx(0.5)
+    assert warmup_cosine(0.1, 0.1) == pytest.approx(1.0)
+    assert warmup_cosine(0.55, 0.1) == pytest.approx(0.5)  # half-way through the cosine
+    assert warmup_cosine(1.0, 0.1) == pytest.approx(0.0, abs=1e-12)
+    assert warmup_cosine(0.0, 0.0) == 1.0
+    with pytest.raises(InputError, match="warmup_frac"):
+        warmup_cosine(0.5, 1.5)
+    opt = torch.optim.SGD([{"params": [torch.nn.Parameter(torch.zeros(1))], "lr": 2.0, "base_lr": 2.0}])
+    apply_lr_factor(opt, 0.25)
+    assert opt.param_groups[0]["lr"] == 0.5
+    assert callable(vlmkit.toyworld.train) and vlmkit.toyworld.train.__module__ == "vlmkit.toyworld.train"
+
+
 def test_config_errors(tmp_path) -> None:
     assert parse_eps("4/255") == pytest.approx(4 / 255)
     assert RobustConfig(method="FARE", model="toy:rn", eps="2/255").eps == pytest.approx(2 / 255)

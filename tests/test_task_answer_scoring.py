@@ -21,10 +21,9 @@ from vlmkit.tasks import (
     load_question_jsonl,
     load_toy_questions,
     option_logliks,
-    option_margin,
-    pope_scores,
     toy_questions,
 )
+from vlmkit.metrics.answers import option_margin, pope_scores
 from vlmkit.tasks.tiny import save_tiny_blip2, save_tiny_llava
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -134,6 +133,17 @@ def test_metrics_closed_form():
     assert s == {"accuracy": 0.5, "precision": 0.5, "recall": 0.5, "f1": 0.5, "yes_ratio": 0.5}
 
 
+def test_metrics_and_toy_exports_do_not_import_tasks_or_models():
+    """``vlmkit.metrics`` and the toy-world task exports stand below ``vlmkit.tasks`` (ARCHITECTURE.md)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, vlmkit.metrics.answers, vlmkit.metrics.segmentation, vlmkit.toyworld.task_sets; "
+            "print(sorted(m for m in sys.modules if m.startswith(('vlmkit.tasks', 'vlmkit.models'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
 def test_toy_questions_from_ground_truth(tmp_path):
     from vlmkit.toyworld import render_spec, sample_spec, scene_rng
 
@@ -218,6 +228,40 @@ def test_grid_end_to_end(tmp_path, blip, questions):
     assert fam[("family:all", "IV")] >= fam[("family:all", "IFR")]
     again = evaluate_grid([blip], questions, cells, out_dir=tmp_path / "grid", batch_size=4, progress=False)
     assert again.drop(columns=["time"]).equals(table.drop(columns=["time"]))
+
+
+def test_attack_cells_maximise_the_answer_loss(tmp_path, blip, questions):
+    from vlmkit.evaluate import CLEAN, attack_cells, cell_images
+    from vlmkit.tasks import AnswerCE
+
+    eps = 8 / 255
+    cells = attack_cells("pgd", eps=[eps], steps=[2])
+    table = evaluate_grid([blip], questions, cells, out_dir=tmp_path / "a", batch_size=4, progress=False)
+    atk = table[table["kind"] == "attack"].set_index("metric")["value"]
+    clean = table[table["kind"] == "clean"].set_index("metric")["value"]
+    assert atk["answer_loglik_mean"] < clean["answer_loglik_mean"] and atk["drift_mean"] > 0
+    idx = list(range(4))
+    x0 = cell_images(blip, questions, CLEAN, idx, out_dir=tmp_path / "a")
+    xa = cell_images(blip, questions, cells[0], idx, out_dir=tmp_path / "a")
+    delta = (xa - x0).abs().flatten(1).amax(1)
+    assert (delta <= eps + 1e-6).all() and (delta > 0).all()
+    batch = {"questions": [questions.questions[i] for i in idx], "options": [questions.options[i] for i in idx],
+             "answers": questions.answers[idx], "reduce": "sum", "kmax": questions.max_options}
+    with torch.no_grad():
+        assert (AnswerCE()(blip, xa, batch) > AnswerCE()(blip, x0, batch)).all()
+
+
+def test_attack_cells_refused_without_a_differentiable_adapter(tmp_path, blip_dir, questions):
+    from transformers import AutoProcessor
+
+    from vlmkit.evaluate import attack_cells
+
+    blip = load_answer_model(str(blip_dir), device="cpu")
+    generic = AnswerScorer(blip.model, ProcessorAdapter(blip.model, AutoProcessor.from_pretrained(blip_dir)),
+                           name="generic")
+    with pytest.raises(InputError, match="no differentiable pixel path"):
+        evaluate_grid([generic], questions, attack_cells("pgd", eps=[4 / 255], steps=[1]), out_dir=tmp_path / "r",
+                      batch_size=4, progress=False)
 
 
 def test_generic_processor_adapter_on_blip2_and_llava(tmp_path, blip_dir):

@@ -17,12 +17,11 @@ from vlmkit.tasks import (
     SegmentationSet,
     SegmentationTask,
     export_toy_segmentation,
-    foreground_iou,
     load_clipseg,
     load_segmentation_folder,
     load_toy_segmentation,
-    pixel_accuracy,
 )
+from vlmkit.metrics.segmentation import foreground_iou, pixel_accuracy
 from vlmkit.tasks.tiny import save_tiny_clipseg
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -43,10 +42,26 @@ def toy_seg(tmp_path_factory):
     return load_toy_segmentation(tmp_path_factory.mktemp("segdata"), n=6, seed=0, size=32)
 
 
-def test_registered():
-    assert {"segmentation", "answer_scoring", "language_adversarial"} <= set(vlmkit.TASKS.list())
-    assert vlmkit.TASKS.list(kind="grid") == ["answer_scoring", "segmentation"]
-    assert {"foreground_iou", "pixel_accuracy"} <= set(vlmkit.METRICS.list(kind="mask"))
+def test_task_from_registry_runs_on_toy_masks(tmp_path, seg_model, toy_seg):
+    """The task made by name from ``TASKS`` runs a grid on toy masks; its clean IoU and pixel accuracy are the
+    ``METRICS`` mask metrics of the model's own predictions, and its options change what counts as a flip."""
+    task = vlmkit.TASKS.create("segmentation", threshold=0.5, flip_iou=1.0)
+    assert isinstance(task, SegmentationTask) and vlmkit.TASKS.meta("segmentation")["kind"] == "grid"
+    table = evaluate_grid([seg_model], toy_seg, perturbation_cells(["gaussian_noise"], [2]), task=task,
+                          out_dir=tmp_path / "grid", image_size=32, batch_size=6, progress=False)
+    clean = table[table["kind"] == "clean"].set_index("metric")["value"]
+    x = toy_seg.load_images(32, mode="squash", progress=False, use_cache=False).float() / 255  # (N, 3, 32, 32)
+    probs = seg_model.predict_masks(x, toy_seg.prompts)  # (N, 32, 32)
+    masks = toy_seg.load_masks(32)  # (N, 32, 32)
+    iou = vlmkit.METRICS.get("foreground_iou")(probs, masks, threshold=0.5)
+    acc = vlmkit.METRICS.get("pixel_accuracy")(probs, masks, threshold=0.5)
+    assert clean["iou_mean"] == pytest.approx(float(iou.mean()), abs=1e-6)
+    assert clean["pixel_accuracy"] == pytest.approx(float(acc.mean()), abs=1e-6)
+    noise = table[table["perturbation"] == "gaussian_noise"].set_index("metric")["value"]
+    # noise moves some pixels; with flip_iou=1 every changed mask is a flip, and the family rows count them
+    assert noise["consistency_iou"] < 1 and noise["mask_flip_rate"] > 0
+    fam = table[table["perturbation"] == "family:noise"].set_index("metric")["value"]
+    assert fam["IFR"] == pytest.approx(noise["mask_flip_rate"])
 
 
 def test_iou_and_pixel_accuracy_closed_form():
@@ -181,29 +196,47 @@ def test_grid_end_to_end(tmp_path, seg_model, toy_seg):
 
 
 def test_geometric_cells_move_the_mask(toy_seg):
-    """Geometric cells apply the same perturbation (same generator seed, background fill) to the mask."""
-    from vlmkit.evaluate import Cell
-    from vlmkit.runtime import make_generator
+    """A geometric cell moves the mask exactly as it moves an image that shows the mask (same per-image
+    generators, background fill), so IoU keeps measuring segmentation, not misalignment."""
+    from vlmkit.evaluate import Cell, TaskData
 
     task = SegmentationTask()
+    masks = toy_seg.load_masks(32)  # (N, 32, 32) bool
+    data = TaskData(torch.zeros(len(masks), 3, 32, 32, dtype=torch.uint8), {"masks": masks})
+    idx = torch.arange(len(masks))
+    for name in ("translate", "pad_crop", "rotate"):
+        cell = Cell("perturbation", name, 3)
+        moved = task.targets(data, cell, idx, 0, torch.device("cpu"))
+        shown = masks.float()[:, None].expand(-1, 3, -1, -1).contiguous()  # the mask as an image
+        ref = Cell("perturbation", name, 3, {"fill": 0.0}) if name != "pad_crop" else cell
+        img = cell.apply(shown, idx, seed=0, overrides={"fill": 0.0})[:, 0] > 0.5
+        assert torch.equal(moved, img) and not torch.equal(moved, masks), name
+        assert torch.equal(task.targets(data, cell, idx, 0, torch.device("cpu")), moved)  # deterministic
+        del ref
+    noise = Cell("perturbation", "gaussian_noise", 3)
+    assert torch.equal(task.targets(data, noise, idx, 0, torch.device("cpu")), masks)  # pixels do not move
 
-    masks = toy_seg.load_masks(32)
-    cell = Cell("perturbation", "translate", 3)
-    moved = task._move_mask(masks, cell, seed=0)
-    x = masks.float()[:, None].expand(-1, 3, -1, -1).contiguous()
-    ref = vlmkit.PERTURBATIONS.get("translate")(x, 3, generator=make_generator(0), fill=0.0)[:, 0] > 0.5
-    assert torch.equal(moved, ref) and not torch.equal(moved, masks)
-    noisy = task._move_mask(masks, Cell("perturbation", "pad_crop", 3), seed=5)
-    again = task._move_mask(masks, Cell("perturbation", "pad_crop", 3), seed=5)
-    assert torch.equal(noisy, again)
 
+def test_attack_cells_maximise_the_mask_loss(tmp_path, seg_model, toy_seg):
+    from vlmkit.evaluate import CLEAN, attack_cells, cell_images
+    from vlmkit.tasks import MaskBCE
 
-def test_attack_cells_refused(tmp_path, seg_model, toy_seg):
-    from vlmkit.evaluate import attack_cells
-
-    with pytest.raises(InputError, match="attack"):
-        evaluate_grid([seg_model], toy_seg, attack_cells("pgd", eps=[1 / 255], steps=[1]), out_dir=tmp_path / "a",
-                      image_size=32, progress=False)
+    eps = 8 / 255
+    cells = attack_cells("pgd", eps=[eps], steps=[3])
+    table = evaluate_grid([seg_model], toy_seg, cells, out_dir=tmp_path / "a", image_size=32, batch_size=4,
+                          progress=False)
+    atk = table[table["kind"] == "attack"].set_index("metric")["value"]
+    assert {"iou_mean", "consistency_iou", "mask_flip_rate", "drift_mean"} <= set(atk.index)
+    assert atk["drift_mean"] > 0
+    idx = list(range(6))
+    x0 = cell_images(seg_model, toy_seg, CLEAN, idx, out_dir=tmp_path / "a", image_size=32)
+    xa = cell_images(seg_model, toy_seg, cells[0], idx, out_dir=tmp_path / "a", image_size=32)
+    delta = (xa - x0).abs().flatten(1).amax(1)
+    assert (delta <= eps + 1e-6).all() and (delta > 0).all() and xa.min() >= 0 and xa.max() <= 1
+    batch = {"prompt_emb": seg_model.encode_prompts([toy_seg.prompts[i] for i in idx]),
+             "target": toy_seg.load_masks(32)[idx]}
+    with torch.no_grad():
+        assert (MaskBCE()(seg_model, xa, batch) > MaskBCE()(seg_model, x0, batch)).float().mean() >= 0.8
 
 
 def test_grid_from_spec_string(tmp_path, clipseg_dir, toy_seg):

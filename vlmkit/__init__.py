@@ -6,10 +6,17 @@ The package holds all logic; notebooks hold parameters, calls and plots. Public 
     vlm = vlmkit.load_model("toy:vit")            # or "open_clip:ViT-B-32/laion2b_s34b_b79k", "hf:..."
     emb = vlm.encode_image(x)                      # x: float (B, 3, H, W) in [0, 1]
 
+``import vlmkit`` is light: it imports the error types and the (lazy) registries only. The model and
+runtime names below (``load_model``, ``VLM``, ``seed_everything`` ...) and the sub-packages
+(``vlmkit.tasks``, ``vlmkit.perturb`` ...) are imported on first attribute access.
+
 See README.md and ARCHITECTURE.md.
 """
 
 from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
@@ -23,7 +30,6 @@ from vlmkit.errors import (
     VLMKitError,
     WeightsNotFoundError,
 )
-from vlmkit.models import VLM, VisionTokens, create_model, list_model_families, list_models, load_model
 from vlmkit.registry import (
     ATTACKS,
     METRICS,
@@ -38,8 +44,46 @@ from vlmkit.registry import (
     list_metrics,
     list_perturbations,
 )
-from vlmkit.runtime import autocast, make_generator, resolve_device, resolve_dtype, seed_everything
-from vlmkit import tasks  # noqa: E402  (registers TASKS: segmentation, answer_scoring, language_adversarial)
+
+if TYPE_CHECKING:  # the lazy names, for type checkers and IDEs
+    from vlmkit.models import VLM, VisionTokens, create_model, list_model_families, list_models, load_model
+    from vlmkit.runtime import autocast, make_generator, resolve_device, resolve_dtype, seed_everything
+
+#: Public names imported from a sub-module on first access (each pulls in torch).
+_LAZY: dict[str, str] = {
+    "VLM": "vlmkit.models",
+    "VisionTokens": "vlmkit.models",
+    "load_model": "vlmkit.models",
+    "create_model": "vlmkit.models",
+    "list_models": "vlmkit.models",
+    "list_model_families": "vlmkit.models",
+    "autocast": "vlmkit.runtime",
+    "make_generator": "vlmkit.runtime",
+    "resolve_device": "vlmkit.runtime",
+    "resolve_dtype": "vlmkit.runtime",
+    "seed_everything": "vlmkit.runtime",
+}
+
+#: Sub-packages reachable as attributes (``vlmkit.tasks.X``) without importing them first.
+_SUBMODULES = ("attacks", "data", "evaluate", "grid", "interpret", "metrics", "models", "perturb", "registry",
+               "report", "results", "robust", "runtime", "search", "tasks", "toyworld", "validate")
+
+
+def __getattr__(name: str) -> Any:
+    """Import a lazy public name or sub-package on first access and cache it in the module."""
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f"{__name__}.{name}")
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY) | set(_SUBMODULES))
+
 
 __all__ = [
     "__version__", "VLM", "VisionTokens", "load_model", "create_model", "list_models", "list_model_families",

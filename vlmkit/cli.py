@@ -2,10 +2,15 @@
 
     vlmkit smoke [--data ../shared/data] [--out outputs/smoke-job]    run the smoke job (Python only, no notebooks)
     vlmkit grid params/X.yaml [--data DIR] [--only ...] [--dry-run]   run a papermill grid, then build its report
+        [--notebooks DIR]                                             (your copies of the notebooks)
         [--executor local --workers 2 | --executor slurm --partition gpu --gpus-per-node 1 ...]
     vlmkit report outputs/<grid>                                      build the HTML report
+    vlmkit notebooks DIR [--force]                                    copy the packaged notebooks out for edits
     vlmkit models [--family open_clip]                                list loadable models
     vlmkit info SPEC                                                  load a model and describe it
+    vlmkit robust params/robust/X.yaml [--only NAME ...]              adversarial fine-tuning (FARE / TeCoA)
+
+Every sub-command imports its room when it runs, so ``vlmkit --help`` imports nothing heavy.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 
 def _smoke(args: argparse.Namespace) -> int:
@@ -31,13 +37,21 @@ def _smoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def _notebook_folder(path: str) -> Path:
+    from vlmkit.errors import DataNotFoundError
+
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise DataNotFoundError(f"--notebooks folder {path!r} does not exist (copy the notebooks there with "
+                                f"`vlmkit notebooks {path}`)")
+    return folder.resolve()
+
+
 def _grid(args: argparse.Namespace) -> int:
     from vlmkit.grid import run_grid
 
     extra = None
-    if args.data:  # notebooks run with notebooks/ as their working directory: pass the folder as an absolute path
-        from pathlib import Path
-
+    if args.data:  # notebooks run with their folder as working directory: pass the data folder as an absolute path
         from vlmkit.errors import DataNotFoundError
 
         data = Path(args.data).expanduser()
@@ -48,8 +62,10 @@ def _grid(args: argparse.Namespace) -> int:
     options = {"cluster": args.cluster, "partition": args.partition, "gpus_per_node": args.gpus_per_node,
                "cpus_per_task": args.cpus_per_task, "mem_gb": args.mem_gb, "timeout_min": args.timeout_min,
                "max_retries": args.max_retries, "chunk_size": args.chunk_size}
+    where = {"notebooks_dir": _notebook_folder(args.notebooks)} if args.notebooks else {}
     results = run_grid(args.grid, out_root=args.out, only=args.only, dry_run=args.dry_run, extra=extra,
-                       timeout_s=args.timeout, workers=args.workers, executor=args.executor, executor_options=options)
+                       timeout_s=args.timeout, workers=args.workers, executor=args.executor, executor_options=options,
+                       **where)
     failed = 0
     for r in results:
         line = f"{r.status:<8} {r.run.run_id:<40} {r.out_dir}"
@@ -78,6 +94,27 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _notebooks(args: argparse.Namespace) -> int:
+    from vlmkit.grid.notebooks import copy_notebooks
+
+    copied = copy_notebooks(args.dir, force=args.force)
+    for path in copied:
+        print(path)
+    print(f"{len(copied)} notebooks copied; run a grid on your copies with `vlmkit grid GRID.yaml --notebooks {args.dir}`")
+    return 0
+
+
+def _robust(args: argparse.Namespace) -> int:
+    from vlmkit.robust.cli import add_arguments, run
+
+    parser = argparse.ArgumentParser(prog="vlmkit robust", description=_ROBUST_HELP)
+    add_arguments(parser)
+    return run(parser.parse_args(args.robust_args))
+
+
+_ROBUST_HELP = "FARE / TeCoA adversarial fine-tuning from a params file (params/robust/*.yaml)"
+
+
 def _models(args: argparse.Namespace) -> int:
     from vlmkit.models import list_model_families, list_models
 
@@ -102,6 +139,7 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``vlmkit`` argument parser (sub-commands set ``func``, which imports what it needs when called)."""
     p = argparse.ArgumentParser(prog="vlmkit", description="Measure how CLIP-family models lose alignment under perturbation")
     p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = p.add_subparsers(dest="command", required=True)
@@ -122,6 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dry-run", action="store_true", help="list the runs and their folders only")
     g.add_argument("--data", default=None, help="real-photo folder passed to every notebook as data_path")
     g.add_argument("--out", default="outputs", help="parent folder of <grid>/<run>/")
+    g.add_argument("--notebooks", default=None,
+                   help="folder of the notebooks to run (default: the packaged ones; `vlmkit notebooks DIR` copies them)")
     g.add_argument("--timeout", type=int, default=None, help="per-cell timeout in seconds")
     g.add_argument("--workers", default=None, help="runs in parallel (local executor): a number, or 'gpus' for one per visible GPU")
     g.add_argument("--executor", choices=["local", "slurm"], default=None,
@@ -140,6 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("folder")
     r.set_defaults(func=_report)
 
+    n = sub.add_parser("notebooks", help="copy the packaged notebooks into a folder, for your own edits")
+    n.add_argument("dir", help="target folder (created)")
+    n.add_argument("--force", action="store_true", help="overwrite notebooks already in the folder")
+    n.set_defaults(func=_notebooks)
+
     m = sub.add_parser("models", help="list model families or the models of one family")
     m.add_argument("--family", default=None, help="open_clip | open_clip_pretrained | toy")
     m.set_defaults(func=_models)
@@ -149,16 +194,16 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--device", default="auto")
     i.set_defaults(func=_info)
 
-    from vlmkit.robust.cli import add_arguments as _robust_args
-    from vlmkit.robust.cli import run as _robust
-
-    rb = sub.add_parser("robust", help="FARE / TeCoA adversarial fine-tuning from a params file (params/robust/*.yaml)")
-    _robust_args(rb)
+    # its arguments are parsed by vlmkit.robust.cli when it runs (``vlmkit robust --help`` lists them), so
+    # building this parser does not import the fine-tuning code
+    rb = sub.add_parser("robust", help=_ROBUST_HELP, add_help=False, prefix_chars="\0")
+    rb.add_argument("robust_args", nargs=argparse.REMAINDER, help="PARAMS.yaml [--only NAME ...] [--steps N] ...")
     rb.set_defaults(func=_robust)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``vlmkit`` command; returns its exit status (2 and a one-line message for vlmkit's errors)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import socket
 import tempfile
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +36,22 @@ def make_row(*, model: str, dataset: str, metric: str, value: float, n: int, see
     return row
 
 
+#: Temporary files of :func:`atomic_write`: ``.<name>.<host>.<pid>.<random>.tmp``.
+_TMP_SUFFIX = ".tmp"
+
+
+def _writer_tag() -> str:
+    return f"{socket.gethostname().replace('.', '-')}.{os.getpid()}"
+
+
 def atomic_write(path: Path, write: Any) -> None:
+    """Write ``path`` through ``write(tmp_path)`` to a temporary file in the same folder, then ``os.replace``.
+
+    A killed writer leaves either the old file or the new one, never a partial one; the temporary
+    file names the writer's host and process, so :func:`remove_stale_temporaries` can clean it later.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{_writer_tag()}.", suffix=_TMP_SUFFIX)
     os.close(fd)
     try:
         write(tmp)
@@ -63,3 +78,107 @@ def read_table(folder: str | os.PathLike) -> pd.DataFrame:
     if not path.is_file():
         return pd.DataFrame(columns=COLUMNS)
     return pd.read_parquet(path)
+
+
+def provenance_label(prov: Mapping[str, Any]) -> str:
+    """A one-line description of a robust fine-tuned model for result tables (its ``robust.json``):
+    ``fare(eps=4/255, steps=300) of toy:rn on toy-shapes, seed 0``."""
+    eps = prov.get("eps")
+    eps_s = f"{round(eps * 255, 3):g}/255" if isinstance(eps, (int, float)) else str(eps)
+    return (f"{prov.get('method')}(eps={eps_s}, steps={prov.get('steps')}) of {prov.get('base_model')} "
+            f"on {prov.get('data')}, seed {prov.get('seed')}")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(root: str | os.PathLike, max_age_s: float = 24 * 3600) -> list[Path]:
+    """Delete temporary files of :func:`atomic_write` under ``root`` whose writer is gone.
+
+    A file is stale when its writer ran on this host and that process no longer exists, or when it is
+    older than ``max_age_s`` (writers on other hosts of a cluster). Files of live writers are kept, so a
+    resumed run never removes the file a concurrent worker is writing. Returns the removed paths.
+    """
+    pattern = re.compile(r"^\..+\.(?P<host>[^.]+)\.(?P<pid>\d+)\.[^.]+\.tmp$")
+    host, now, removed = _writer_tag().split(".")[0], time.time(), []
+    for f in Path(root).rglob(f".*{_TMP_SUFFIX}"):
+        m = pattern.match(f.name)
+        try:
+            old = now - f.stat().st_mtime > max_age_s
+            mine_dead = m is not None and m["host"] == host and not _pid_alive(int(m["pid"]))
+            if old or mine_dead or m is None and now - f.stat().st_mtime > 60:
+                f.unlink()
+                removed.append(f)
+        except FileNotFoundError:  # finished or removed meanwhile
+            continue
+    return removed
+
+
+def result_files(folder: str | os.PathLike) -> list[Path]:
+    """Every ``results.parquet`` below ``folder`` (a notebook run or a whole grid), sorted by path.
+
+    Files under a ``report/`` or a ``cells/`` folder (relative to ``folder``) are left out: the first
+    holds report outputs, the second a grid's per-cell copies of rows that are also in the run folders.
+
+    Args:
+        folder: Where to look (recursively); a missing folder has no files.
+
+    Returns:
+        The paths, sorted.
+    """
+    root = Path(folder)
+    return [f for f in sorted(root.rglob("results.parquet"))
+            if not {"report", "cells"} & set(f.relative_to(root).parts[:-1])]
+
+
+def merge_files(files: Iterable[str | os.PathLike], *, sort_by: Sequence[str] | None = None,
+                columns: Sequence[str] | None = None,
+                with_columns: Callable[[Path], Mapping[str, Any]] | None = None) -> pd.DataFrame:
+    """Read parquet result files and concatenate them into one table: the one merge of vlmkit.
+
+    Row order (stable and deterministic): file by file in the order of ``files``, each file's rows in
+    their stored order; then, when ``sort_by`` is given, a stable sort by those of its columns the table
+    has (absent ones are skipped), so rows that tie keep that order. Callers that want an order
+    independent of how ``files`` was listed pass them sorted (e.g. by path or by run id).
+
+    Columns: the union of every file's columns (empty files included), in first-seen order, so files
+    with differing extra columns merge; a row lacks (NaN/None) the columns its file did not have.
+    Files without rows add no rows (nor influence the dtypes).
+
+    Args:
+        files: Parquet files to merge.
+        sort_by: Columns to sort the merged rows by (stable), e.g. ``["model", "dataset", "metric"]``.
+        columns: Columns of the result when no file has any column (e.g. no files at all).
+        with_columns: ``path -> {column: value}``: constant columns set on every row of that file
+            (added after its own columns, replacing same-named ones), e.g. the run folder it came from.
+
+    Returns:
+        The merged table with a fresh ``RangeIndex``.
+    """
+    frames: list[pd.DataFrame] = []
+    names: dict[str, None] = {}  # union of the columns, in first-seen order
+    for f in files:
+        path = Path(f)
+        df = pd.read_parquet(path)
+        for k, v in (with_columns(path) if with_columns is not None else {}).items():
+            df[k] = v
+        names.update(dict.fromkeys(map(str, df.columns)))
+        if len(df):
+            frames.append(df)
+    if not names:
+        return pd.DataFrame(columns=list(columns or []))
+    if not frames:
+        return pd.DataFrame(columns=list(names))
+    out = pd.concat(frames, ignore_index=True, sort=False)
+    out = out.reindex(columns=list(names))
+    keys = [c for c in (sort_by or []) if c in out.columns]
+    if keys:
+        out = out.sort_values(keys, kind="stable", ignore_index=True)
+    return out

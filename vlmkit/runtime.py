@@ -5,17 +5,20 @@ Every entry point of vlmkit calls :func:`resolve_device` / :func:`resolve_dtype`
 ``seed=`` argument, so "auto" means the same thing everywhere and the same parameters give the same
 numbers on CPU.
 
-For one GPU near its limit: :func:`fast_model` (bf16 autocast of the image tower, channels_last,
-``torch.compile``), :func:`auto_batch_size` (from free memory) and :func:`run_batched_with_backoff`
-(halves the batch on CUDA out-of-memory). All are opt-in or no-ops on CPU.
+For one GPU near its limit: :func:`auto_batch_size` (from free memory) and
+:func:`run_batched_with_backoff` (halves the batch on CUDA out-of-memory); bf16 autocast of the image
+tower, channels_last and ``torch.compile`` are the model's own context manager,
+:meth:`vlmkit.VLM.fast`. All are opt-in or no-ops on CPU.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -111,6 +114,24 @@ def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Gener
     return g
 
 
+def derive_seed(*parts: object) -> int:
+    """A seed in ``[0, 2**62)`` that is a pure function of ``parts`` (SHA-256 of their JSON).
+
+    The counter-based seeding rule of the engine: the randomness applied to item ``i`` of a dataset
+    under one grid cell is drawn from ``derive_seed(seed, cell_key, i)``, never from a batch, so
+    every batch size, worker count and executor gives the same inputs.
+    """
+    blob = json.dumps(list(parts), sort_keys=True, default=str).encode()
+    return int(hashlib.sha256(blob).hexdigest()[:16], 16) % (2**62)
+
+
+def item_generators(seed: int, key: str, indices: Sequence[int] | torch.Tensor,
+                    device: torch.device | str = "cpu") -> list[torch.Generator]:
+    """One fresh generator per item index: ``make_generator(derive_seed(seed, key, i), device)``."""
+    idx = indices.tolist() if isinstance(indices, torch.Tensor) else list(indices)
+    return [make_generator(derive_seed(int(seed), str(key), int(i)), device) for i in idx]
+
+
 @contextlib.contextmanager
 def deterministic(enabled: bool = True) -> Iterator[None]:
     """Ask torch for deterministic kernels inside the block (restores the old setting after)."""
@@ -123,10 +144,6 @@ def deterministic(enabled: bool = True) -> Iterator[None]:
 
 
 # ---------------------------------------------------------------------- one GPU, near its limit
-#: ``torch.compile`` modes accepted by :func:`fast_model` (any other string names a backend).
-_COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-
-
 def _is_oom(e: BaseException) -> bool:
     return isinstance(e, torch.cuda.OutOfMemoryError)
 
@@ -207,59 +224,3 @@ def auto_batch_size(fn, n: int, device: torch.device | str, *, default: int = 64
     fit = int(free * fraction / per_image)
     bs = 1 << max(0, min(fit, max_batch_size, n).bit_length() - 1) if fit >= 1 else 1
     return max(1, bs)
-
-
-@contextlib.contextmanager
-def fast_model(vlm, *, precision: str | torch.dtype | None = None, channels_last: bool = False,
-               compile: bool | str = False) -> Iterator[None]:
-    """Inside the block, ``vlm``'s image tower runs in mixed precision / channels_last / compiled.
-
-    Only the tower's forward (and, through autograd, its backward) changes: ``encode_image`` still
-    returns float32 embeddings, and what is around it — pixels, perturbations, the attacks' steps and
-    ε-ball projection, similarities, losses, metrics — stays float32. With the defaults this is a
-    no-op, so CPU paths stay exact.
-
-    Args:
-        vlm: A :class:`vlmkit.VLM` (anything with ``_encode_pixels(pixels)`` and ``.model``).
-        precision: None/"float32" (off) or "bf16"/"fp16": :func:`autocast` around the tower.
-        channels_last: Convolution weights and the pixel batch in channels-last memory format.
-        compile: ``torch.compile`` the tower's forward: True (default mode), a mode ("reduce-overhead"
-            uses CUDA graphs, "max-autotune") or a backend name ("eager", "aot_eager", "inductor").
-            The compiled function is kept on the model and reused by later blocks.
-    """
-    amp = precision is not None and resolve_dtype(precision) != torch.float32
-    if not (amp or channels_last or compile):
-        yield
-        return
-    base = type(vlm)._encode_pixels.__get__(vlm)
-    fn = base
-    if compile:
-        cache = vlm.__dict__.setdefault("_vlmkit_compiled", {})
-        key = str(compile)
-        if key not in cache:
-            kw: dict = {"dynamic": False}
-            if isinstance(compile, str) and compile not in ("True", "default"):
-                kw.update({"mode": compile} if compile in _COMPILE_MODES else {"backend": compile})
-            cache[key] = torch.compile(base, **kw)
-        fn = cache[key]
-    if channels_last:
-        vlm.model.to(memory_format=torch.channels_last)
-
-    def encode_pixels(pixels: torch.Tensor) -> torch.Tensor:
-        if channels_last and pixels.dim() == 4:
-            pixels = pixels.contiguous(memory_format=torch.channels_last)
-        with autocast(pixels.device, precision if amp else None):
-            return fn(pixels).float()
-
-    had = "_encode_pixels" in vlm.__dict__
-    old = vlm.__dict__.get("_encode_pixels")
-    object.__setattr__(vlm, "_encode_pixels", encode_pixels)
-    try:
-        yield
-    finally:
-        if had:
-            object.__setattr__(vlm, "_encode_pixels", old)
-        else:
-            vlm.__dict__.pop("_encode_pixels", None)
-        if channels_last:
-            vlm.model.to(memory_format=torch.contiguous_format)

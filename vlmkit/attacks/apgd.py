@@ -25,10 +25,13 @@ from typing import Any
 
 import torch
 
-from vlmkit.attacks.base import Attack, ObjectiveFn, _view, normalise_grad
+from vlmkit.attacks.base import NORMS, THREAT_MODEL, Attack, ObjectiveFn, batch_view, normalise_grad
 from vlmkit.errors import InputError
+from vlmkit.registry import ATTACKS
 
 
+@ATTACKS.register("apgd_ce", reference="Croce & Hein, ICML 2020",
+                  threat_model=THREAT_MODEL, norms=NORMS)
 class APGD(Attack):
     """APGD (Croce & Hein, ICML 2020) on any objective; default zero-shot cross-entropy (APGD-CE).
 
@@ -61,10 +64,10 @@ class APGD(Attack):
     def random_init(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         if self.norm == "linf":
             t = torch.rand(x.shape, generator=g, device=g.device) * 2 - 1
-            t = t / _view(t.flatten(1).abs().amax(1), t)
+            t = t / batch_view(t.flatten(1).abs().amax(1), t)
         else:
             t = torch.randn(x.shape, generator=g, device=g.device)
-            t = t / _view(t.flatten(1).norm(dim=1) + 1e-12, t)
+            t = t / batch_view(t.flatten(1).norm(dim=1) + 1e-12, t)
         return x + self.eps * t.to(x.device, x.dtype)
 
     def init_state(self, x: torch.Tensor, x_adv: torch.Tensor) -> dict[str, Any]:
@@ -91,7 +94,7 @@ class APGD(Attack):
         s["reduced_last"] = reduce
         s["best_at_last_check"] = s["best_loss"].clone()
         s["eta"] = torch.where(reduce, s["eta"] / 2, s["eta"])
-        m = _view(reduce, x_adv)
+        m = batch_view(reduce, x_adv)
         x_adv = torch.where(m, s["best_x"], x_adv)
         grad = torch.where(m, s["grad_best"], grad)
         s["counter"] = 0
@@ -102,7 +105,7 @@ class APGD(Attack):
              state: dict[str, Any]) -> torch.Tensor:
         s = state
         s["losses"].append(loss)
-        s["grad_best"] = torch.where(_view(s["improved"], grad), grad, s["grad_best"])
+        s["grad_best"] = torch.where(batch_view(s["improved"], grad), grad, s["grad_best"])
         if i == 0:
             s["best_at_last_check"] = s["best_loss"].clone()
         else:
@@ -110,7 +113,7 @@ class APGD(Attack):
             if s["counter"] == s["k"]:
                 x_adv, grad = self._checkpoint(x_adv, grad, s)
         a = 1.0 if i == 0 else self.momentum
-        eta = _view(s["eta"], x_adv)
+        eta = batch_view(s["eta"], x_adv)
         z = self.project(x_adv + eta * normalise_grad(grad, self.norm), x)  # (B, 3, H, W)
         x_new = self.project(x_adv + a * (z - x_adv) + (1 - a) * (x_adv - s["x_prev"]), x)
         s["x_prev"] = x_adv

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 import torch
@@ -29,9 +29,13 @@ from torch import nn
 
 from vlmkit.errors import InputError
 from vlmkit.perturb.base import check_images
+from vlmkit.perturb.frequency import check_budget, check_norm
 from vlmkit.runtime import autocast, make_generator, resolve_dtype
 
 NORMS = ("linf", "l2")
+#: The threat model every attack here shares (registry metadata).
+THREAT_MODEL = ("white-box; additive delta on [0, 1] pixels, ||delta||_{norm} <= eps, x + delta clamped to "
+                "[0, 1]")
 
 
 class ObjectiveFn(Protocol):
@@ -40,26 +44,14 @@ class ObjectiveFn(Protocol):
     def __call__(self, model: Any, x_adv: torch.Tensor, batch: Mapping[str, Any]) -> torch.Tensor: ...
 
 
-def check_norm(norm: str) -> str:
-    """Canonical norm name ("linf" or "l2"); :class:`InputError` for anything else."""
-    low = str(norm).lower().replace("∞", "inf")
-    aliases = {"linf": "linf", "inf": "linf", "l_inf": "linf", "l2": "l2", "2": "l2"}
-    if low not in aliases:
-        raise InputError(f"norm={norm!r} is unknown; expected one of {list(NORMS)}")
-    return aliases[low]
-
-
 def check_eps(eps: float, norm: str) -> float:
-    """``0 < eps <= 1`` for L∞ (pixels are in [0, 1]), ``0 < eps`` finite for L2."""
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps <= 0:
-        raise InputError(f"eps={eps!r} must be a positive finite number (perturbation budget on [0, 1] pixels)")
-    if norm == "linf" and eps > 1:
-        raise InputError(f"eps={eps!r} is out of range for an L-inf budget on [0, 1] pixels: expected 0 < eps <= 1 "
-                         f"(did you mean eps={eps:g}/255 = {eps / 255:.5f}?)")
-    return float(eps)
+    """``0 < eps <= 1`` for L∞ (pixels are in [0, 1]), ``0 < eps`` finite for L2: the budget rule shared with
+    the bounded perturbations (:func:`vlmkit.perturb.frequency.check_budget`)."""
+    return check_budget("eps", eps, norm)
 
 
-def _view(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+def batch_view(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A per-item vector ``(B,)`` viewed as ``(B, 1, ..., 1)`` to broadcast against ``like`` ``(B, ...)``."""
     return v.view(-1, *([1] * (like.ndim - 1)))
 
 
@@ -75,7 +67,7 @@ def project_ball(delta: torch.Tensor, eps: float | torch.Tensor, norm: str) -> t
         return delta.clamp(-eps, eps)
     n = delta.flatten(1).norm(dim=1)  # (B,)
     factor = torch.clamp(eps / (n + 1e-12), max=1.0)
-    return delta * _view(factor, delta)
+    return delta * batch_view(factor, delta)
 
 
 def normalise_grad(grad: torch.Tensor, norm: str) -> torch.Tensor:
@@ -83,7 +75,7 @@ def normalise_grad(grad: torch.Tensor, norm: str) -> torch.Tensor:
     if norm == "linf":
         return grad.sign()
     n = grad.flatten(1).norm(dim=1)  # (B,)
-    return grad / _view(n + 1e-12, grad)
+    return grad / batch_view(n + 1e-12, grad)
 
 
 @contextlib.contextmanager
@@ -120,7 +112,8 @@ class Attack:
         norm: "linf" or "l2".
         random_start: Start from a random point of the ε-ball (else from ``x``).
         seed: Seed of the random start (a fresh generator per call: same seed → same output).
-        generator: An explicit generator instead of ``seed`` (its state advances across calls).
+        generator: An explicit generator instead of ``seed`` (its state advances across calls), or
+            one generator per image of the batch (each image's random start drawn from its own).
         amp_dtype: None (float32) or "bf16"/"fp16": autocast of the forward pass (:func:`vlmkit.runtime.autocast`).
         keep_best: Return the iterate with the highest loss per image (one extra forward pass) instead
             of the last one.
@@ -132,7 +125,8 @@ class Attack:
 
     def __init__(self, objective: ObjectiveFn | None = None, *, eps: float = 4 / 255, alpha: float | None = None,
                  steps: int = 10, norm: str = "linf", random_start: bool = True, seed: int = 0,
-                 generator: torch.Generator | None = None, amp_dtype: str | torch.dtype | None = None,
+                 generator: torch.Generator | Sequence[torch.Generator] | None = None,
+                 amp_dtype: str | torch.dtype | None = None,
                  keep_best: bool = False) -> None:
         self.norm = check_norm(norm)
         self.eps = check_eps(eps, self.norm)
@@ -177,7 +171,7 @@ class Attack:
         else:
             d = torch.randn(x.shape, generator=g, device=g.device)
             r = torch.rand(x.shape[0], generator=g, device=g.device) * self.eps
-            d = d / _view(d.flatten(1).norm(dim=1) + 1e-12, d) * _view(r, d)
+            d = d / batch_view(d.flatten(1).norm(dim=1) + 1e-12, d) * batch_view(r, d)
         return x + d.to(x.device, x.dtype)
 
     def constrain(self, delta: torch.Tensor) -> torch.Tensor:
@@ -207,34 +201,52 @@ class Attack:
         with torch.no_grad(), autocast(x_adv.device, self.amp_dtype):
             return self.objective(model, x_adv, batch).float()
 
-    def _generator(self, device: torch.device) -> torch.Generator:
+    def _generator(self, device: torch.device) -> torch.Generator | list[torch.Generator]:
         if self.generator is not None:
             return self.generator
         return make_generator(self.seed, device)
+
+    def start(self, x: torch.Tensor) -> torch.Tensor:
+        """The first iterate: a random point of the ball (projected) or ``x`` itself.
+
+        With a list of generators (one per image, as the engine passes them) each image draws its
+        start from its own generator, so the result does not depend on how images are batched.
+        """
+        if not self.random_start:
+            return x.clone()
+        g = self._generator(x.device)
+        if isinstance(g, torch.Generator):
+            return self.project(self.random_init(x, g), x)
+        if len(g) != len(x):
+            raise InputError(f"got {len(g)} generators for a batch of {len(x)} images; expected one per image")
+        return self.project(torch.cat([self.random_init(x[i:i + 1], gi) for i, gi in enumerate(g)]), x)
 
     def __call__(self, model: nn.Module, x: torch.Tensor, batch: Mapping[str, Any] | None = None) -> torch.Tensor:
         """Adversarial images ``(B, 3, H, W)`` in [0, 1] for clean images ``x`` (not modified)."""
         return self.attack(model, x, batch)
 
-    def attack(self, model: nn.Module, x: torch.Tensor, batch: Mapping[str, Any] | None = None) -> torch.Tensor:
+    def attack(self, model: Any, x: torch.Tensor, batch: Mapping[str, Any] | None = None) -> torch.Tensor:
         """Run the attack; see the class docstring. ``batch`` holds what the objective needs (labels, ...)."""
         check_images(x)
         if x.shape[0] == 0:
             raise InputError("x is an empty batch (B=0)")
         if batch is not None and not isinstance(batch, Mapping):
             raise InputError(f"batch must be a mapping (dict) of what the objective needs, got {type(batch).__name__}")
-        device = next(iter(model.parameters()), torch.empty(0)).device if isinstance(model, nn.Module) else x.device
+        # a VLM is an nn.Module; a task model (CLIPSeg, an answer scorer) wraps one as ``.model``
+        net = model if isinstance(model, nn.Module) else getattr(model, "model", None)
+        if not isinstance(net, nn.Module):
+            raise InputError(f"model must be an nn.Module or wrap one as .model, got {type(model).__name__}")
+        device = next(iter(net.parameters()), torch.empty(0)).device
         x = x.detach().to(device=device, dtype=torch.float32)
         batch = dict(batch or {})
-        with frozen_eval(model):
+        with frozen_eval(net):
             prepare = getattr(self.objective, "prepare", None)
             if prepare is not None:
                 batch = prepare(model, x, batch)
             return self._run(model, x, batch).detach()
 
     def _run(self, model: nn.Module, x: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
-        g = self._generator(x.device)
-        x_adv = self.project(self.random_init(x, g), x) if self.random_start else x.clone()
+        x_adv = self.start(x)
         state = self.init_state(x, x_adv)
         best_x = best_loss = None
         for i in range(self.steps):
@@ -255,7 +267,7 @@ class Attack:
             best_x, best_loss = x_adv.clone(), loss.clone()
         else:
             improved = loss > best_loss  # (B,)
-            best_x = torch.where(_view(improved, x_adv), x_adv, best_x)
+            best_x = torch.where(batch_view(improved, x_adv), x_adv, best_x)
             best_loss = torch.where(improved, loss, best_loss)
         state.update(best_x=best_x, best_loss=best_loss, improved=improved)
         return best_x, best_loss

@@ -27,12 +27,15 @@ from typing import Any
 
 import torch
 
-from vlmkit.attacks.base import ObjectiveFn, _view, lp_norm, project_ball
+from vlmkit.attacks.base import NORMS, THREAT_MODEL, ObjectiveFn, batch_view, lp_norm, project_ball
 from vlmkit.attacks.pgd import PGD
 from vlmkit.errors import InputError
 from vlmkit.perturb.frequency import Band, project_to_band, resolve_band
+from vlmkit.registry import ATTACKS
 
 
+@ATTACKS.register("freq_pgd", reference="Madry et al. 2018 + band constraint (Yin et al., NeurIPS 2019)",
+                  threat_model=THREAT_MODEL, norms=NORMS)
 class FreqPGD(PGD):
     """PGD with the perturbation projected onto a frequency band every step (see the module docstring).
 
@@ -62,13 +65,13 @@ class FreqPGD(PGD):
         delta = self.to_band(delta)  # (B, 3, H, W)
         if self.norm == "linf" and self.linf_ball == "scale":
             factor = torch.clamp(self.eps / (lp_norm(delta, "linf") + 1e-12), max=1.0)  # (B,)
-            return delta * _view(factor, delta)
+            return delta * batch_view(factor, delta)
         return project_ball(delta, self.eps, self.norm)
 
     def step(self, i: int, x_adv: torch.Tensor, grad: torch.Tensor, loss: torch.Tensor, x: torch.Tensor,
              state: dict[str, Any]) -> torch.Tensor:
         g = self.to_band(grad)  # (B, 3, H, W)
-        return x_adv + self.alpha * g / _view(lp_norm(g, self.norm) + 1e-12, g)
+        return x_adv + self.alpha * g / batch_view(lp_norm(g, self.norm) + 1e-12, g)
 
     def __repr__(self) -> str:
         return super().__repr__()[:-1] + f", band={self.band}, linf_ball={self.linf_ball!r})"

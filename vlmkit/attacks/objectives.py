@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlmkit.errors import InputError
+from vlmkit.models.zeroshot import zero_shot_classifier
 
 
 def _need(batch: Mapping[str, Any], key: str, who: str, what: str) -> Any:
@@ -38,20 +39,6 @@ def _indices(v: Any, B: int, n: int, name: str, device: torch.device) -> torch.T
     if bool(((t < 0) | (t >= n)).any()):
         raise InputError(f"{name} must hold indices in [0, {n}), got range [{int(t.min())}, {int(t.max())}]")
     return t
-
-
-@torch.no_grad()
-def zero_shot_text_embeddings(model: Any, classnames: Sequence[str],
-                              templates: Sequence[str] = ("a photo of a {}.",)) -> torch.Tensor:
-    """Class embeddings ``(C, D)``: the mean over ``templates`` of normalised text embeddings, renormalised.
-
-    The prompt ensemble of CLIP's zero-shot evaluation (Radford et al., 2021).
-    """
-    if not classnames or not templates:
-        raise InputError("zero_shot_text_embeddings needs at least one class name and one template")
-    prompts = [t.format(c) for c in classnames for t in templates]
-    emb = model.encode_text(prompts).view(len(classnames), len(templates), -1)  # (C, K, D)
-    return F.normalize(emb.mean(1), dim=-1)  # (C, D)
 
 
 class ZeroShotClassifier(nn.Module):
@@ -92,7 +79,7 @@ class ZeroShotCE(Objective):
 
     Args:
         text_emb: Class embeddings ``(C, D)`` (else ``batch["text_emb"]``; see
-            :func:`zero_shot_text_embeddings`).
+            :func:`vlmkit.models.zeroshot.zero_shot_classifier`).
         targeted: Maximise the negated loss towards ``batch["target"]`` instead.
 
     Batch keys: ``labels (B,)`` (untargeted) / ``target (B,)`` (targeted), optionally ``text_emb``.
@@ -210,5 +197,4 @@ class EmbeddingDrift(Objective):
         return f"EmbeddingDrift(distance={self.distance!r}, targeted={self.targeted})"
 
 
-__all__ = ["EmbeddingDrift", "Objective", "RetrievalCE", "ZeroShotCE", "ZeroShotClassifier",
-           "zero_shot_text_embeddings"]
+__all__ = ["EmbeddingDrift", "Objective", "RetrievalCE", "ZeroShotCE", "ZeroShotClassifier"]

@@ -13,10 +13,13 @@ from typing import Any
 
 import torch
 
-from vlmkit.attacks.base import Attack, ObjectiveFn, normalise_grad
+from vlmkit.attacks.base import NORMS, THREAT_MODEL, Attack, ObjectiveFn, normalise_grad
 from vlmkit.attacks.objectives import EmbeddingDrift, RetrievalCE
+from vlmkit.registry import ATTACKS
 
 
+@ATTACKS.register("pgd", reference="Madry et al., ICLR 2018",
+                  threat_model=THREAT_MODEL, norms=NORMS)
 class PGD(Attack):
     """PGD-L∞ / PGD-L2 on any objective (default: zero-shot cross-entropy, batch ``labels`` + ``text_emb``).
 
@@ -32,6 +35,8 @@ class PGD(Attack):
         return x_adv + self.alpha * normalise_grad(grad, self.norm)  # (B, 3, H, W)
 
 
+@ATTACKS.register("feature_pgd", reference="Schlarmann et al., ICML 2024 (FARE objective)",
+                  threat_model=THREAT_MODEL, norms=NORMS)
 class FeaturePGD(PGD):
     """Feature-level PGD: push the image embedding away from its clean embedding.
 
@@ -55,6 +60,8 @@ class FeaturePGD(PGD):
         return EmbeddingDrift(self._distance)
 
 
+@ATTACKS.register("retrieval_pgd", reference="Madry et al. 2018 on the image->text contrastive loss",
+                  threat_model=THREAT_MODEL, norms=NORMS)
 class RetrievalPGD(PGD):
     """Retrieval PGD: push each image away from its matched captions, or towards a target caption.
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -11,6 +10,7 @@ from typing import Any
 
 import torch
 
+from vlmkit.data.files import check_dir, need_columns, read_csv
 from vlmkit.data.images import IMAGE_EXTENSIONS, ImageDataset, OnError, check_on_error
 from vlmkit.errors import DataError, DataNotFoundError, EmptyDatasetError, did_you_mean
 
@@ -89,13 +89,6 @@ class LabelledImages(ImageDataset):
         }
 
 
-def _check_dir(path: str | Path, what: str) -> Path:
-    p = Path(path).expanduser()
-    if not p.is_dir():
-        raise DataNotFoundError(f"{what} not found (or not a folder): {p}")
-    return p
-
-
 def read_classnames(source: Sequence[str] | str | Path, column: str | None = None) -> list[str]:
     """A class list from a sequence, or a file: ``.json`` list, ``.txt`` (one per line) or ``.csv``.
 
@@ -123,32 +116,11 @@ def read_classnames(source: Sequence[str] | str | Path, column: str | None = Non
             raise DataError(f"class list {path} must hold a JSON list (or {{'classnames': [...]}})")
         return [str(c) for c in data]
     if path.suffix.lower() == ".csv":
-        header, rows = _read_csv(path)
+        header, rows = read_csv(path)
         col = column or ("class_name" if "class_name" in header else header[-1])
-        _need_columns(header, [col], path)
+        need_columns(header, [col], path)
         return [r[col] for r in rows]
     return [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
-
-
-def _read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            header = [h.strip() for h in (reader.fieldnames or [])]
-            rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
-    except (UnicodeDecodeError, csv.Error) as e:
-        raise DataError(f"cannot parse CSV {path}: {e}") from e
-    if not header:
-        raise EmptyDatasetError(f"CSV {path} is empty (no header row)")
-    return header, rows
-
-
-def _need_columns(header: Sequence[str], columns: Sequence[str], path: Path) -> None:
-    for col in columns:
-        if col not in header:
-            raise DataError(
-                f"CSV {path} has no column {col!r}; its columns are {list(header)}.{did_you_mean(col, header)}"
-            )
 
 
 def _parse_label(value: str, keys: dict[str, int], n_classes: int, where: str) -> int:
@@ -208,9 +180,9 @@ def load_labelled_csv(
     path = Path(csv_path).expanduser()
     if not path.is_file():
         raise DataNotFoundError(f"labels CSV not found: {path}")
-    root = _check_dir(image_root, "image root")
-    header, rows = _read_csv(path)
-    _need_columns(header, [file_column, label_column], path)
+    root = check_dir(image_root, "image root")
+    header, rows = read_csv(path)
+    need_columns(header, [file_column, label_column], path)
     if not rows:
         raise EmptyDatasetError(f"labels CSV {path} has a header but no rows")
     if classnames is None:
@@ -269,7 +241,7 @@ def load_image_folder(
         EmptyDatasetError: No class folder or no image was found.
     """
     check_on_error(on_error)
-    base = _check_dir(root, "image folder root")
+    base = check_dir(root, "image folder root")
     folders = sorted(d.name for d in base.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not folders:
         raise EmptyDatasetError(f"image folder {base} has no class subfolders")

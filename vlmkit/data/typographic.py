@@ -26,8 +26,8 @@ from typing import Any
 
 import torch
 
+from vlmkit.data.files import check_dir, need_columns, read_csv
 from vlmkit.data.images import IMAGE_EXTENSIONS, ImageDataset, OnError, check_on_error
-from vlmkit.data.labelled import _check_dir, _need_columns, _read_csv
 from vlmkit.errors import DataError, DataNotFoundError, EmptyDatasetError, did_you_mean
 
 #: SCAM variants: folder name -> file-name prefix in the original release.
@@ -177,13 +177,13 @@ def load_scam(root: str | Path, variant: str = "scam", *, on_error: OnError = "r
             f"unknown SCAM variant {variant!r}; expected one of {list(SCAM_VARIANTS)}."
             f"{did_you_mean(key, SCAM_VARIANTS)}"
         )
-    base = _check_dir(root, "SCAM root")
+    base = check_dir(root, "SCAM root")
     csv_path = base / "labels.csv"
     if not csv_path.is_file():
         raise DataNotFoundError(f"SCAM labels file not found: {csv_path}")
-    folder = _check_dir(base / key, f"SCAM {key!r} image folder")
-    header, rows = _read_csv(csv_path)
-    _need_columns(header, ["id", "object_label", "attack_word"], csv_path)
+    folder = check_dir(base / key, f"SCAM {key!r} image folder")
+    header, rows = read_csv(csv_path)
+    need_columns(header, ["id", "object_label", "attack_word"], csv_path)
     if not rows:
         raise EmptyDatasetError(f"SCAM labels file {csv_path} has no rows")
     for r, row in enumerate(rows, start=2):
@@ -237,7 +237,7 @@ def load_rta100(root: str | Path, *, on_error: OnError = "raise") -> Typographic
         EmptyDatasetError: No image files.
     """
     check_on_error(on_error)
-    base = _check_dir(root, "RTA-100 root")
+    base = check_dir(root, "RTA-100 root")
     if (base / "ours" / "data").is_dir():
         base = base / "ours" / "data"
     files = sorted(p for p in base.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)

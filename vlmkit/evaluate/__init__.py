@@ -1,13 +1,24 @@
-"""The evaluation engine: grids of cells over models and a dataset, cached and resumable.
+"""The evaluation engine: grids of cells over models and a dataset, for every task, cached and resumable.
 
     from vlmkit.evaluate import evaluate_grid, perturbation_cells
     table = evaluate_grid(["toy:vit"], ds, perturbation_cells(["gaussian_noise", "fog"], [1, 3, 5]),
                           out_dir="outputs/my-grid")
+
+Rooms: :mod:`.cells` (what a cell applies, and the one way to apply it), :mod:`.task` (the task
+interface), :mod:`.dual` (retrieval and zero-shot tasks of dual encoders), :mod:`.runner` (the one
+runner), :mod:`.engine` (entry points), :mod:`.store` and :mod:`.cache` (files), :mod:`.spectral`
+(Fourier heat maps).
 """
 
+from vlmkit.evaluate.cache import TensorCache
 from vlmkit.evaluate.cells import CLEAN, Cell, attack_cells, cells_from_records, perturbation_cells
-from vlmkit.evaluate.engine import ENGINE_VERSION, TensorCache, cell_embeddings, evaluate_grid, infer_task, with_oom_backoff
+from vlmkit.evaluate.dual import RetrievalTask, ZeroShotTask, infer_task, model_key
+from vlmkit.evaluate.engine import cell_embeddings, cell_images, evaluate_grid, get_task
+from vlmkit.evaluate.runner import ENGINE_VERSION, Runner
+from vlmkit.evaluate.spectral import fourier_heatmap
 from vlmkit.evaluate.store import ResultsStore
+from vlmkit.evaluate.task import Task, TaskData
 
-__all__ = ["CLEAN", "Cell", "ENGINE_VERSION", "ResultsStore", "TensorCache", "attack_cells", "cell_embeddings", "cells_from_records",
-           "evaluate_grid", "infer_task", "perturbation_cells", "with_oom_backoff"]
+__all__ = ["CLEAN", "Cell", "ENGINE_VERSION", "ResultsStore", "RetrievalTask", "Runner", "Task", "TaskData",
+           "TensorCache", "ZeroShotTask", "attack_cells", "cell_embeddings", "cell_images", "cells_from_records",
+           "evaluate_grid", "fourier_heatmap", "get_task", "infer_task", "model_key", "perturbation_cells"]

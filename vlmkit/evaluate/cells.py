@@ -1,25 +1,52 @@
-"""Grid cells: what one column of a robustness study applies to the images.
+"""Grid cells: what one column of a robustness study applies to the images — and the one way to apply it.
 
 A :class:`Cell` is ``clean``, a registered ``perturbation`` (name × severity × params) or a
 registered ``attack`` (name × params). Its :attr:`Cell.key` is a stable hash of what it does, so
 caches and result tables recognise a cell across runs, machines and executors.
+
+**Seeding rule.** Applying a cell to image ``i`` of a dataset draws its randomness from
+``derive_seed(seed, cell.key, i)`` only (a counter-based rule, :func:`vlmkit.runtime.item_generators`),
+never from a batch: every batch size, worker count and executor gives bit-identical inputs on CPU,
+and a notebook gallery that calls :meth:`Cell.apply` with the dataset indices shows exactly the image
+the engine measured. Attack cells need a model and an objective; the engine runs them with one
+generator per image for the random start (see :func:`vlmkit.evaluate.cell_images`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import itertools
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
-import vlmkit.attacks  # noqa: F401  (registers attacks: cells are validated against the registries)
-import vlmkit.perturb  # noqa: F401  (registers perturbations)
+import torch
+
 from vlmkit.errors import InputError
 from vlmkit.registry import ATTACKS, PERTURBATIONS
+from vlmkit.runtime import item_generators
 
 KINDS = ("clean", "perturbation", "attack")
+#: Context keywords that hold one value per image (sliced with the batch); the others are shared.
+ITEM_KEYS = ("labels",)
+
+
+def _accepts(fn: Any) -> tuple[set[str], bool]:
+    """(keyword names ``fn`` accepts, whether it takes ``**kwargs``)."""
+    raw = getattr(fn, "raw", fn)
+    params = inspect.signature(raw).parameters
+    return set(params), any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def _eps_text(v: float) -> str:
+    """``4/255`` for budgets that are whole 255ths, else the number."""
+    f = Fraction(float(v)).limit_denominator(255)
+    if f.denominator == 255 and abs(float(f) - float(v)) < 1e-9:
+        return f"{f.numerator}/255"
+    return f"{v:g}"
 
 
 @dataclass(frozen=True)
@@ -41,13 +68,28 @@ class Cell:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise InputError(f"cell kind {self.kind!r} is unknown; expected one of {KINDS}")
+        if not isinstance(self.params, Mapping):
+            raise InputError(f"cell {self.name!r}: params must be a mapping, got {type(self.params).__name__}")
         if self.kind == "perturbation":
-            PERTURBATIONS.get(self.name)
+            fn = PERTURBATIONS.get(self.name)
+            names, anykw = _accepts(fn)
+            bad = sorted(k for k in self.params if (k not in names and not anykw) or k in ("generator", "severity"))
+            if bad:
+                raise InputError(f"perturbation {self.name!r} has no parameter(s) {bad}; it takes "
+                                 f"{sorted(names - {'x', 'severity', 'generator'})}")
         elif self.kind == "attack":
             ATTACKS.get(self.name)
+            if "generator" in self.params or "seed" in self.params:
+                raise InputError(f"attack cell {self.name!r}: 'seed'/'generator' are set by the engine "
+                                 "(evaluate_grid(seed=...)), not by cell params")
+            try:  # the attack's own checks (eps range, norm, steps) before any work starts
+                ATTACKS.create(self.name, None, **dict(self.params))
+            except TypeError as e:
+                raise InputError(f"attack cell {self.name!r}: {e}") from None
 
     @property
     def key(self) -> str:
+        """Stable hash of (kind, name, severity, params)."""
         blob = json.dumps({"kind": self.kind, "name": self.name, "severity": self.severity,
                            "params": dict(self.params)}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -63,15 +105,62 @@ class Cell:
         return json.dumps(dict(self.params), sort_keys=True, default=str)
 
     def label(self) -> str:
-        """Short human label, e.g. ``gaussian_noise@3`` or ``pgd{eps=0.0157}``."""
+        """Short human label, e.g. ``gaussian_noise@3``, ``band_noise@2 band=(0.1, 0.3)`` or ``pgd ε=4/255``."""
         if self.kind == "clean":
             return "clean"
-        p = ",".join(f"{k}={v}" for k, v in sorted(self.params.items()))
+        parts = []
+        for k, v in sorted(self.params.items()):
+            if k == "eps" and isinstance(v, (int, float)):
+                parts.append(f"ε={_eps_text(v)}")
+            elif isinstance(v, float):
+                parts.append(f"{k}={v:g}")
+            else:
+                parts.append(f"{k}={v}")
         sev = f"@{self.severity}" if self.kind == "perturbation" else ""
-        return f"{self.name}{sev}" + (f"{{{p}}}" if p else "")
+        return " ".join([f"{self.name}{sev}", *parts])
+
+    def apply(self, x: torch.Tensor, index: Sequence[int] | torch.Tensor, *, seed: int,
+              context: Mapping[str, Any] | None = None, overrides: Mapping[str, Any] | None = None) -> torch.Tensor:
+        """Apply a clean or perturbation cell to images ``x`` ``(B, 3, H, W)`` in [0, 1] (the one path).
+
+        Args:
+            x: The images, which are items ``index`` of their dataset.
+            index: Dataset index of each image ``(B,)``: image ``i`` draws from ``derive_seed(seed, key, i)``.
+            seed: The grid's seed.
+            context: Keywords offered to the perturbation, passed only where it accepts them
+                (``classnames``; per-image values such as ``labels`` aligned with ``x``).
+            overrides: Parameters replaced for this call only, where the perturbation takes them, with the
+                cell's own generators (e.g. ``{"fill": 0.0}`` to move a mask with its image).
+
+        Returns:
+            The perturbed images ``(B, 3, H, W)``; ``x`` itself for the clean cell.
+        """
+        if self.kind == "clean":
+            return x
+        if self.kind == "attack":
+            raise InputError(f"attack cell {self.label()!r} needs a model and an objective: "
+                             "use vlmkit.evaluate.cell_images(model, dataset, cell, indices)")
+        idx = index.tolist() if isinstance(index, torch.Tensor) else list(index)
+        if len(idx) != len(x):
+            raise InputError(f"index has {len(idx)} entries for {len(x)} images")
+        fn = PERTURBATIONS.get(self.name)
+        names, anykw = _accepts(fn)
+        ctx = {k: v for k, v in (context or {}).items() if anykw or k in names}
+        params = {**self.params, **{k: v for k, v in (overrides or {}).items() if anykw or k in names}}
+        outs = []
+        for j, g in enumerate(item_generators(seed, self.key, idx, x.device)):
+            item = {k: (v[j:j + 1] if k in ITEM_KEYS else v) for k, v in ctx.items()}
+            outs.append(fn(x[j:j + 1], self.severity, generator=g, **params, **item))
+        return torch.cat(outs)
 
 
 CLEAN = Cell()
+
+
+def _combos(params: Mapping[str, Any]) -> list[dict[str, Any]]:
+    keys = list(params)
+    values = [v if isinstance(v, list) else [v] for v in params.values()]
+    return [dict(zip(keys, combo)) for combo in itertools.product(*values)]
 
 
 def perturbation_cells(names: Sequence[str] | str, severities: Sequence[int | float] = (1, 2, 3, 4, 5),
@@ -89,17 +178,12 @@ def perturbation_cells(names: Sequence[str] | str, severities: Sequence[int | fl
         if not hits:
             raise InputError(f"perturbation pattern {n!r} matches nothing; known: {PERTURBATIONS.list()}")
         expanded += hits
-    keys = list(params)
-    values = [v if isinstance(v, list) else [v] for v in params.values()]
-    return [Cell("perturbation", n, s, dict(zip(keys, combo)))
-            for n in expanded for s in severities for combo in itertools.product(*values)]
+    return [Cell("perturbation", n, s, p) for n in expanded for s in severities for p in _combos(params)]
 
 
 def attack_cells(name: str, **params: Sequence[Any] | Any) -> list[Cell]:
     """Cells for an attack over every combination of list-valued ``params`` (e.g. ``eps=[1/255, 4/255]``)."""
-    keys = list(params)
-    values = [v if isinstance(v, list) else [v] for v in params.values()]
-    return [Cell("attack", name, 0, dict(zip(keys, combo))) for combo in itertools.product(*values)]
+    return [Cell("attack", name, 0, p) for p in _combos(params)]
 
 
 def cells_from_records(records: Iterable[Mapping[str, Any]]) -> list[Cell]:

@@ -1,13 +1,16 @@
-"""The results table of a grid: one file per finished cell, merged atomically.
+"""The results of a grid folder: one file per finished cell, merged atomically.
 
 Layout under ``out_dir``::
 
-    cells/<model-slug>/<dataset>/<cell-key>.parquet   rows of one finished cell (written atomically)
-    results.parquet, results.csv                      all cell files merged (rewritten atomically)
+    cells/<model-slug>/<dataset>/<run key>/<cell key>.parquet   rows of one finished cell (written atomically)
+    results.parquet, results.csv                                all cell files merged (rewritten atomically)
 
-A cell counts as done when its file exists, so an interrupted grid resumes where it stopped, nothing
-finished is recomputed and no partial cell can appear in the table. Concurrent workers (local
-processes, cluster jobs) write disjoint cell files, so their results never collide.
+The run key (:class:`~vlmkit.evaluate.runner.Runner`) hashes everything that changes a cell's
+numbers besides the cell itself, so a cell is done only when its file exists under the same run key:
+an interrupted grid resumes where it stopped, nothing finished is recomputed, a changed input
+(templates, subset, image size, seed, weights ...) is recomputed, and no partial cell can appear in
+the table. Concurrent workers write disjoint files, so their results never collide. Temporary files
+left by a writer that was killed are removed when a store is opened again.
 """
 
 from __future__ import annotations
@@ -19,7 +22,11 @@ from typing import Any
 
 import pandas as pd
 
-from vlmkit.results import COLUMNS, atomic_write, write_table
+from vlmkit.errors import InputError
+from vlmkit.results import atomic_write, merge_files, remove_stale_temporaries, write_table
+
+#: Row order of a merged table.
+SORT_BY = ["model", "dataset", "family", "perturbation", "severity", "params", "metric"]
 
 
 def slug(text: str) -> str:
@@ -27,39 +34,64 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[:120] or "_"
 
 
+def check_out_dir(out_dir: str | Path) -> Path:
+    """``out_dir`` as a Path, or an :class:`InputError` when it (or a parent) is a file or not writable."""
+    out = Path(out_dir)
+    for p in [out, *out.parents]:
+        if p.exists():
+            if not p.is_dir():
+                raise InputError(f"out_dir={str(out_dir)!r}: {str(p)!r} is a file, not a folder")
+            break
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"out_dir={str(out_dir)!r} cannot be created: {e.strerror or e}") from None
+    return out
+
+
 class ResultsStore:
-    """Per-cell result files plus the merged table of one grid folder."""
+    """Per-cell result files plus the merged table of one grid folder.
+
+    Opening a store removes temporary files that killed writers left behind (see
+    :func:`vlmkit.results.remove_stale_temporaries`).
+    """
 
     def __init__(self, out_dir: str | Path) -> None:
         self.root = Path(out_dir)
         self.cells_dir = self.root / "cells"
+        self.removed = remove_stale_temporaries(self.root) if self.root.is_dir() else []
 
-    def cell_path(self, model: str, dataset: str, key: str) -> Path:
-        return self.cells_dir / slug(model) / slug(dataset) / f"{key}.parquet"
+    def cell_path(self, model: str, dataset: str, run: str, key: str) -> Path:
+        return self.cells_dir / slug(model) / slug(dataset) / run / f"{key}.parquet"
 
-    def is_done(self, model: str, dataset: str, key: str) -> bool:
-        return self.cell_path(model, dataset, key).is_file()
+    def is_done(self, model: str, dataset: str, run: str, key: str) -> bool:
+        return self.cell_path(model, dataset, run, key).is_file()
 
-    def write_cell(self, model: str, dataset: str, key: str, rows: Iterable[Mapping[str, Any]]) -> Path:
+    def write_cell(self, model: str, dataset: str, run: str, key: str, rows: Iterable[Mapping[str, Any]]) -> Path:
         df = pd.DataFrame(list(rows))
-        path = self.cell_path(model, dataset, key)
+        path = self.cell_path(model, dataset, run, key)
         atomic_write(path, lambda p: df.to_parquet(p, index=False))
         return path
 
-    def read_cell(self, model: str, dataset: str, key: str) -> pd.DataFrame:
-        return pd.read_parquet(self.cell_path(model, dataset, key))
+    def read_cell(self, model: str, dataset: str, run: str, key: str) -> pd.DataFrame:
+        return pd.read_parquet(self.cell_path(model, dataset, run, key))
+
+    def files(self) -> list[Path]:
+        return sorted(self.cells_dir.rglob("*.parquet")) if self.cells_dir.is_dir() else []
 
     def merge(self) -> pd.DataFrame:
-        """Concatenate every cell file into ``results.parquet``/``results.csv`` (atomic) and return it."""
-        files = sorted(self.cells_dir.rglob("*.parquet")) if self.cells_dir.is_dir() else []
-        frames = [pd.read_parquet(f) for f in files]
-        df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
-        if len(df):
-            df = df.sort_values(["model", "dataset", "family", "perturbation", "severity", "params", "metric"],
-                                kind="stable", ignore_index=True)
+        """Concatenate every cell file into ``results.parquet``/``results.csv`` (atomic) and return it.
+
+        Rows of every run stored in the folder are kept (each carries its ``run`` key and ``config``),
+        so runs with different seeds or templates sit side by side, told apart by those columns.
+        """
+        df = merge_files(self.files(), sort_by=SORT_BY)
         write_table(df, self.root)
         return df
 
     def table(self) -> pd.DataFrame:
         path = self.root / "results.parquet"
         return pd.read_parquet(path) if path.is_file() else self.merge()
+
+
+__all__ = ["ResultsStore", "SORT_BY", "check_out_dir", "slug"]

@@ -2,8 +2,9 @@
 
 Each unfinished run of the grid (or each chunk of ``chunk_size`` runs) becomes one job of
 ``submitit.AutoExecutor(cluster="slurm")``; the job executes the run's notebooks with
-:func:`vlmkit.grid.runner.execute_run` and writes the run's cell file, exactly as the local executor
-does, and the submitting process merges the cell files into the grid's results table. So:
+:func:`vlmkit.grid.execute.execute_run` and writes the run's cell file, exactly as the local executor
+does, and the submitting process merges the cell files into the grid's results table.
+:class:`SubmititExecutor` is this path as an :class:`~vlmkit.grid.executors.Executor`. So:
 
 * resumable across executors: runs whose notebooks and cell file are finished are not submitted,
   whichever executor finished them; a requeued job (time-out, preemption) resumes at its first
@@ -27,9 +28,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from vlmkit.grid.runner import NOTEBOOKS_DIR, RunResult, execute_run, run_finished, write_run_table
+from vlmkit.grid.execute import NOTEBOOKS_DIR, RunResult, execute_run, run_finished, write_run_table
+from vlmkit.grid.executors import Executor
 from vlmkit.grid.spec import Run
 
 log = logging.getLogger("vlmkit.grid")
@@ -96,6 +98,15 @@ def run_submitit(runs: Sequence[Run], grid_root: Path, *, options: Mapping[str, 
     """Submit the unfinished ``runs`` as submitit jobs, retry failures, and return one result per run.
 
     Does not merge the table (:func:`vlmkit.grid.runner.run_grid` does, after this returns).
+
+    Args:
+        runs: The runs; finished ones are not submitted (they come back ``skipped``).
+        grid_root: The grid's folder; jobs write their logs under ``grid_root/_jobs``.
+        options: The grid's ``executor:`` block (:data:`OPTIONS`).
+        notebooks_dir: Where the notebooks are.
+        timeout_s: Per-cell timeout.
+        name: The grid's name (job names, logs).
+        progress: Show a progress bar.
     """
     from submitit.helpers import as_completed
     from tqdm.auto import tqdm
@@ -159,6 +170,26 @@ def run_submitit(runs: Sequence[Run], grid_root: Path, *, options: Mapping[str, 
     return [results[r.run_id] for r in runs]
 
 
+class SubmititExecutor(Executor):
+    """Runs as submitit jobs (slurm, or submitit's ``local``/``debug`` clusters): see :func:`run_submitit`.
+
+    Args:
+        options: The grid's ``executor:`` block (:data:`OPTIONS`: cluster, partition, gpus_per_node,
+            cpus_per_task, mem_gb, timeout_min, max_retries, chunk_size, poll_s, slurm).
+    """
+
+    kind: ClassVar[str] = "slurm"
+
+    def __init__(self, options: Mapping[str, Any] | None = None) -> None:
+        self.options = dict(options or {})
+
+    def run(self, runs: Sequence[Run], grid_root: Path, *, notebooks_dir: Path = NOTEBOOKS_DIR,
+            timeout_s: int = 1800, name: str = "grid", progress: bool = True) -> list[RunResult]:
+        """Submit the unfinished ``runs`` as jobs, retry failures, return one result per run (see :meth:`Executor.run`)."""
+        return run_submitit(runs, grid_root, options=self.options, notebooks_dir=notebooks_dir, timeout_s=timeout_s,
+                            name=name, progress=progress)
+
+
 def describe(results: Sequence[RunResult]) -> str:
     """One line per failed run: id, attempts, failed notebook and job log."""
     lines = []
@@ -169,4 +200,4 @@ def describe(results: Sequence[RunResult]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["CellJob", "OPTIONS", "describe", "make_executor", "run_submitit"]
+__all__ = ["CellJob", "OPTIONS", "SubmititExecutor", "describe", "make_executor", "run_submitit"]

@@ -37,6 +37,8 @@ import yaml
 from vlmkit.errors import DataError, DataNotFoundError, InputError
 
 _KEYS = {"name", "description", "notebooks", "parameters", "axes", "variants", "executor", "data_parameters"}
+#: Executor kinds a grid may name (``executor: {kind: ...}`` or ``--executor``), see :mod:`vlmkit.grid.executors`.
+EXECUTOR_KINDS = ("local", "slurm")
 EXECUTOR_KEYS = {"kind", "workers", "timeout_s", "cluster", "partition", "gpus_per_node", "cpus_per_task", "mem_gb",
                  "timeout_min", "max_retries", "chunk_size", "poll_s", "slurm"}
 
@@ -135,8 +137,9 @@ def load_grid(path: str | Path) -> GridSpec:
     if unknown:
         raise DataError(f"grid file {str(p)!r}: 'executor' has unknown keys {sorted(unknown)}; "
                         f"expected some of {sorted(EXECUTOR_KEYS)}")
-    if executor.get("kind", "local") not in ("local", "slurm"):
-        raise DataError(f"grid file {str(p)!r}: executor kind {executor['kind']!r}; expected 'local' or 'slurm'")
+    if executor.get("kind", "local") not in EXECUTOR_KINDS:
+        raise DataError(f"grid file {str(p)!r}: executor kind {executor['kind']!r}; expected one of "
+                        f"{', '.join(map(repr, EXECUTOR_KINDS))}")
     return GridSpec(name=str(raw.get("name") or p.stem), notebooks=list(notebooks),
                     parameters=dict(raw.get("parameters") or {}), axes=dict(axes), variants=list(variants),
                     executor=dict(executor), source=p, description=str(raw.get("description", "")))

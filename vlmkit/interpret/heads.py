@@ -35,7 +35,7 @@ MetricFn = Callable[[Any], float]
 
 
 def _query_rows(vlm: Any, query: str, N: int) -> slice:
-    P = vlm._num_prefix_tokens()
+    P = vlm.num_prefix_tokens
     if query == "auto":  # the rows the embedding is read from: the class token only for CLS pooling
         from vlmkit.interpret.relevance import readout
 
@@ -66,20 +66,20 @@ def head_attention_maps(vlm: Any, images: torch.Tensor, layers: Iterable[int] | 
         ``(B, L, heads, gh, gw)`` attention probabilities to each patch (rows over patches sum to
         1 minus the attention kept on prefix tokens).
     """
-    vlm._require_attention("head_attention_maps")
-    idx = sorted({vlm._layer_index(int(li)) for li in (range(vlm.num_layers) if layers is None else layers)})
+    vlm.require_attention("head_attention_maps")
+    idx = sorted({vlm.layer_index(int(li)) for li in (range(vlm.num_layers) if layers is None else layers)})
     heads = {vlm.heads_per_layer[li] for li in idx}
     if len(heads) != 1:
         raise InputError(f"layers {idx} have different head counts {sorted(heads)}; read them one at a time")
     with vlm.tap(record=idx) as t:
-        vlm._encode_pixels(vlm.preprocess(images))
-    P = vlm._num_prefix_tokens()
+        vlm.encode_pixels(vlm.preprocess(images))
+    P = vlm.num_prefix_tokens
     out = []
     for li in idx:
         A = t.probs[li].float()  # (B, h, N, N)
         rows = _query_rows(vlm, query, A.shape[-1])
         a = A[:, :, rows, P:].mean(2)  # (B, h, n)
-        out.append(a.reshape(*a.shape[:2], *vlm._grid_for(a.shape[-1])))
+        out.append(a.reshape(*a.shape[:2], *vlm.token_grid(a.shape[-1])))
     return torch.stack(out, 1).cpu()  # (B, L, h, gh, gw)
 
 
@@ -110,7 +110,7 @@ def region_attention(vlm: Any, images: torch.Tensor, masks: torch.Tensor, query:
     mass_sum, ratio_sum, share_sum, n = 0.0, 0.0, 0.0, 0
     for s in tqdm(range(0, len(images), batch_size), desc="region attention", leave=False, disable=not progress):
         maps = head_attention_maps(vlm, images[s : s + batch_size], query=query).flatten(3)  # (b, L, h, n)
-        cov = image_to_grid(masks[s : s + batch_size], vlm.preprocess_cfg, vlm._grid_for(maps.shape[-1]))
+        cov = image_to_grid(masks[s : s + batch_size], vlm.preprocess_cfg, vlm.token_grid(maps.shape[-1]))
         cov = cov.flatten(1)[:, None, None, :]  # (b, 1, 1, n)
         mass = (maps * cov).sum(-1) / maps.sum(-1).clamp_min(1e-12)  # (b, L, h)
         share = cov.mean(-1).clamp_min(1e-12)  # (b, 1, 1)
@@ -184,9 +184,9 @@ def head_mask_sweep(vlm: Any, metrics: Mapping[str, Any] | MetricFn, layers: Ite
         Tidy table ``layer, head, condition, metric, value, baseline, delta`` with one row per masked
         head, condition and metric (``baseline``: the unmasked value; ``delta = value - baseline``).
     """
-    vlm._require_attention("head_mask_sweep")
+    vlm.require_attention("head_mask_sweep")
     ms = _normalise_metrics(metrics)
-    idx = sorted({vlm._layer_index(int(li)) for li in (range(vlm.num_layers) if layers is None else layers)})
+    idx = sorted({vlm.layer_index(int(li)) for li in (range(vlm.num_layers) if layers is None else layers)})
     pairs = [(li, hi) for li in idx for hi in (range(vlm.heads_per_layer[li]) if heads is None else heads)]
     base = _evaluate(vlm, ms)
     rows = []

@@ -53,7 +53,7 @@ def readout(vlm: Any) -> Readout:
     Returns:
         ``"cls"``, ``"patch_mean"`` or ``"token_mean"``.
     """
-    P = vlm._num_prefix_tokens()
+    P = vlm.num_prefix_tokens
     family = getattr(vlm, "family", "")
     if family == "hf":
         return "cls" if getattr(vlm, "model_type", "clip") == "clip" else "token_mean"
@@ -123,7 +123,7 @@ def chefer_grid(vlm: Any, images: torch.Tensor, target: Target, *, classifier: t
         readout_kind: Override :func:`readout`.
     """
     L = vlm.num_layers
-    layers = list(range(vlm._layer_index(start_layer), L))
+    layers = list(range(vlm.layer_index(start_layer), L))
     x = _images_for_grad(vlm, images)
     text = resolve_text_targets(vlm, target, x.shape[0], classifier)  # (B, D)
     with torch.enable_grad(), vlm.tap(record=layers) as t:
@@ -131,20 +131,20 @@ def chefer_grid(vlm: Any, images: torch.Tensor, target: Target, *, classifier: t
         probs = [t.probs[li] for li in layers]
         grads = torch.autograd.grad(score.sum(), probs)
     B, _, N, _ = probs[0].shape
-    P = vlm._num_prefix_tokens()
+    P = vlm.num_prefix_tokens
     R = torch.eye(N, device=x.device).expand(B, N, N).clone()  # (B, N, N)
     for A, G in zip(probs, grads):
         cam = (G * A.detach()).clamp_min(0).mean(1)  # (B, N, N)  E_h[(∇A ⊙ A)^+]
         R = R + torch.bmm(cam, R)
     w = _readout_weights(readout_kind or readout(vlm), N, P, x.device)
     rel = torch.einsum("n,bnm->bm", w, R)[:, P:]  # (B, N - P)
-    return rel.reshape(B, *vlm._grid_for(N - P))
+    return rel.reshape(B, *vlm.token_grid(N - P))
 
 
 def gradcam_module(vlm: Any, layer: int = -1) -> torch.nn.Module:
     """The module whose output tokens Grad-CAM reads for block ``layer``: the block's first
     LayerNorm (its attention input) for transformer blocks, else the block itself (CNN stages)."""
-    block = vlm._vision_blocks()[vlm._layer_index(layer)]
+    block = vlm.blocks[vlm.layer_index(layer)]
     for name in ("ln_1", "layer_norm1", "norm1"):
         mod = getattr(block, name, None)
         if isinstance(mod, torch.nn.Module):
@@ -157,7 +157,7 @@ def gradcam_grid(vlm: Any, images: torch.Tensor, target: Target, *, classifier: 
     """Grad-CAM on the patch tokens of block ``layer`` for one batch ``(B, gh, gw)`` (unnormalised, ReLU'd)."""
     x = _images_for_grad(vlm, images)
     text = resolve_text_targets(vlm, target, x.shape[0], classifier)
-    li = vlm._layer_index(layer)
+    li = vlm.layer_index(layer)
     box: dict[str, torch.Tensor] = {}
     handle = gradcam_module(vlm, li).register_forward_hook(
         lambda m, i, o: box.__setitem__("out", o[0] if isinstance(o, tuple) else o))
@@ -168,12 +168,12 @@ def gradcam_grid(vlm: Any, images: torch.Tensor, target: Target, *, classifier: 
     finally:
         handle.remove()
     # the family's reshaping to (B, N, C) (transpose / flatten) is linear: apply it to both
-    tokens, grad = vlm._tokens_from_block_output(box["out"]), vlm._tokens_from_block_output(grad)
-    P = vlm._num_prefix_tokens()
+    tokens, grad = vlm.tokens_from_block_output(box["out"]), vlm.tokens_from_block_output(grad)
+    P = vlm.num_prefix_tokens
     feats, grad = tokens.detach()[:, P:], grad[:, P:]  # (B, n, C)
     weights = grad.mean(1, keepdim=True)  # (B, 1, C)  spatial mean of the gradient
     cam = (feats * weights).sum(-1).clamp_min(0)  # (B, n)
-    return cam.reshape(cam.shape[0], *vlm._grid_for(cam.shape[1]))
+    return cam.reshape(cam.shape[0], *vlm.token_grid(cam.shape[1]))
 
 
 def relevance_map(vlm: Any, images: torch.Tensor, target: Target, *, method: str = "chefer",
@@ -199,7 +199,7 @@ def relevance_map(vlm: Any, images: torch.Tensor, target: Target, *, method: str
     if method not in ("chefer", "gradcam"):
         raise InputError(f"method={method!r}; expected 'chefer' or 'gradcam'")
     if method == "chefer":
-        vlm._require_attention("chefer relevance")
+        vlm.require_attention("chefer relevance")
     vlm.validate_images(images, "images")
     n = images.shape[0]
     fn = chefer_grid if method == "chefer" else gradcam_grid

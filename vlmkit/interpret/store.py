@@ -86,7 +86,7 @@ def image_activations(vlm: Any, images: torch.Tensor, layer: int = -1, token: st
     compare SAE latents on clean and perturbed copies of the same images)."""
     if token not in TOKENS:
         raise InputError(f"token={token!r}; expected one of {TOKENS}")
-    li = vlm._layer_index(layer)
+    li = vlm.layer_index(layer)
     out = []
     for i in tqdm(range(0, len(images), batch_size), desc="activations", leave=False, disable=not progress):
         xb = images[i : i + batch_size].to(vlm.device)
@@ -123,7 +123,7 @@ def collect_activations(vlm: Any, images: torch.Tensor, path: str | Path, layer:
         raise InputError("images is empty: nothing to collect")
     p = Path(path)
     p.mkdir(parents=True, exist_ok=True)
-    li = vlm._layer_index(layer)
+    li = vlm.layer_index(layer)
 
     def batch(i: int) -> torch.Tensor:
         xb = images[i : i + batch_size].to(vlm.device)

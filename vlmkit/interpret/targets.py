@@ -6,7 +6,7 @@ SigLIP; a constant that does not change gradients). A target is given as
 
 * a prompt (``str``) shared by the whole batch, or one prompt per image (``list[str]``);
 * class indices (``int``, ``list[int]``, ``LongTensor (B,)``) together with a ``classifier`` ``(C, D)``
-  from :func:`vlmkit.metrics.build_zero_shot_classifier` (the prompt-ensemble class embedding,
+  from :func:`vlmkit.models.zeroshot.zero_shot_classifier` (the prompt-ensemble class embedding,
   Radford et al. 2021, §3.1.4);
 * text embeddings ``(D,)`` or ``(B, D)`` (renormalised here).
 """
@@ -52,7 +52,7 @@ def resolve_text_targets(vlm: Any, target: Target, batch: int, classifier: torch
     ):
         if classifier is None:
             raise InputError("class-index targets need classifier=(C, D) class embeddings "
-                             "(vlmkit.metrics.build_zero_shot_classifier)")
+                             "(vlmkit.models.zeroshot.zero_shot_classifier)")
         idx = torch.as_tensor(target, dtype=torch.long).flatten()
         if idx.numel() == 1:
             idx = idx.expand(batch)

@@ -3,13 +3,15 @@
 Every function takes tensors and returns tensors or floats: the metrics know nothing of models.
 """
 
+from vlmkit.metrics.answers import answer_accuracy, option_margin, pope_scores
 from vlmkit.metrics.calibration import auroc, energy_score, expected_calibration_error, max_softmax_score
 from vlmkit.metrics.dirichlet import dirichlet_energy, grid_laplacian
 from vlmkit.metrics.drift import control_drift, control_pairs, cosine_drift, drift_summary, prior_shift, token_drift
 from vlmkit.metrics.flips import flip_rates
+from vlmkit.metrics.language import attack_success_rate, semantic_consistency
 from vlmkit.metrics.retrieval import recall_at_k, retrieval_metrics
+from vlmkit.metrics.segmentation import foreground_iou, pixel_accuracy
 from vlmkit.metrics.zeroshot import (
-    build_zero_shot_classifier,
     class_probabilities,
     margin,
     topk_accuracy,
@@ -17,8 +19,10 @@ from vlmkit.metrics.zeroshot import (
 )
 
 __all__ = [
-    "auroc", "build_zero_shot_classifier", "class_probabilities", "control_drift", "control_pairs", "cosine_drift",
+    "answer_accuracy", "foreground_iou", "option_margin", "pixel_accuracy", "pope_scores",
+    "auroc", "class_probabilities", "control_drift", "control_pairs", "cosine_drift",
     "dirichlet_energy", "drift_summary", "energy_score", "expected_calibration_error", "flip_rates", "grid_laplacian",
     "margin", "max_softmax_score", "prior_shift", "recall_at_k", "retrieval_metrics", "token_drift", "topk_accuracy",
     "zero_shot_logits",
+    "attack_success_rate", "semantic_consistency",
 ]

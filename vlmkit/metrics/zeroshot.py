@@ -1,48 +1,19 @@
 """Zero-shot classification with prompt ensembles (Radford et al. 2021, §3.1.4).
 
-A class embedding is the renormalised mean of the normalised text embeddings of the class name in
-every template (the 80 OpenAI ImageNet templates by default via ``vlmkit.data.openai_templates``).
-Logits are the model's own: ``logit_scale · cos`` (+ ``logit_bias`` for SigLIP); probabilities use a
-softmax for contrastively-trained CLIPs and a per-class sigmoid for SigLIP (Zhai et al. 2023).
+The class embeddings (the renormalised mean over templates of the normalised text embeddings of each
+class name) come from the model: :func:`vlmkit.models.zeroshot.zero_shot_classifier`. Logits are the
+model's own: ``logit_scale · cos`` (+ ``logit_bias`` for SigLIP); probabilities use a softmax for
+contrastively-trained CLIPs and a per-class sigmoid for SigLIP (Zhai et al. 2023).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 
 from vlmkit.errors import InputError
 from vlmkit.registry import METRICS
-
-Template = str | Callable[[str], str]
-
-
-def _fill(template: Template, name: str) -> str:
-    return template(name) if callable(template) else template.format(name)
-
-
-def build_zero_shot_classifier(vlm: object, classnames: Sequence[str], templates: Sequence[Template] = ("a photo of a {}.",),
-                               batch_size: int = 256) -> torch.Tensor:
-    """Class embeddings ``(C, D)``, L2-normalised, from a prompt ensemble.
-
-    Args:
-        vlm: A :class:`vlmkit.VLM` (anything with ``encode_text``).
-        classnames: Class names in label order.
-        templates: Format strings with one ``{}`` or callables ``name -> prompt``.
-        batch_size: Prompts per text forward pass.
-    """
-    if not classnames:
-        raise InputError("classnames is empty: need at least one class")
-    if not templates:
-        raise InputError("templates is empty: need at least one prompt template")
-    prompts = [_fill(t, c) for c in classnames for t in templates]
-    with torch.inference_mode():
-        emb = vlm.encode_text(prompts, batch_size=batch_size)  # (C*K, D), normalised
-    emb = emb.view(len(classnames), len(templates), -1).mean(dim=1)  # (C, D)
-    return F.normalize(emb, dim=-1)
-
 
 def zero_shot_logits(vlm: object, image_emb: torch.Tensor, classifier: torch.Tensor) -> torch.Tensor:
     """The model's logits ``(B, C)`` for normalised image embeddings and class embeddings."""

@@ -13,7 +13,8 @@ Spec strings are ``<family>:<rest>``::
     conse:default                            ConSE: packaged EfficientNet-Lite0 + MiniLM (real photos, offline)
 
 New families register a loader ``(rest, device, dtype, *, spec) -> VLM`` with
-``@MODELS.register("name")``.
+``@MODELS.register("name")`` at its definition, in a module listed in ``MODELS.modules``
+(:mod:`vlmkit.registry`).
 """
 
 from __future__ import annotations
@@ -33,9 +34,13 @@ from vlmkit.runtime import resolve_device, resolve_dtype
 
 log = logging.getLogger("vlmkit.models")
 
-MODELS.add("open_clip", load_open_clip, description="open_clip architectures, pretrained tags, hub ids, local files")
-MODELS.add("hf", load_hf, description="transformers CLIP / SigLIP hub ids and save_pretrained folders")
-MODELS.add("toy", load_toy, description="CLIPs trained on the toy world, shipped with vlmkit")
+# The registry's decorator applied to loaders defined in other modules; each registration moves to its
+# loader's definition (``@MODELS.register("open_clip", ...)`` above ``def load_open_clip``) when that
+# module takes it over. ``MODELS`` imports this package on its first read, so these always run.
+MODELS.register("open_clip", description="open_clip architectures, pretrained tags, hub ids, local files")(
+    load_open_clip)
+MODELS.register("hf", description="transformers CLIP / SigLIP hub ids and save_pretrained folders")(load_hf)
+MODELS.register("toy", description="CLIPs trained on the toy world, shipped with vlmkit")(load_toy)
 
 _ALIASES = {"openclip": "open_clip", "open-clip": "open_clip", "transformers": "hf", "huggingface": "hf"}
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -22,13 +22,17 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from vlmkit.errors import InputError
-from vlmkit.validate import check_images
 from vlmkit.models.attention import AttentionTap, install_taps, num_heads, validate_head_mask
+from vlmkit.runtime import autocast, resolve_dtype
+from vlmkit.validate import check_images
 
 log = logging.getLogger("vlmkit.models")
 
 _INTERP = {"bicubic", "bilinear", "nearest", "area"}
 _RESIZE_MODES = {"shortest", "squash", "longest"}
+
+#: ``torch.compile`` modes accepted by :meth:`VLM.fast` (any other string names a backend).
+COMPILE_MODES: tuple[str, ...] = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 @dataclass(frozen=True)
@@ -157,11 +161,40 @@ class WrapsModule:
         return next(self.model.parameters()).dtype
 
 
+@dataclass(frozen=True)
+class _FastOptions:
+    """The options of an active :meth:`VLM.fast` block.
+
+    Attributes:
+        precision: Autocast dtype of the image tower, or None (float32).
+        channels_last: Pixels (and weights) in channels-last memory format.
+        compile: Key of the compiled tower forward in ``VLM._compiled``, or None.
+    """
+
+    precision: torch.dtype | None
+    channels_last: bool
+    compile: str | None
+
+
+def _compile_kwargs(compile: bool | str) -> dict[str, Any]:
+    """``torch.compile`` keyword arguments for :meth:`VLM.fast`'s ``compile`` option."""
+    kw: dict[str, Any] = {"dynamic": False}
+    if isinstance(compile, str) and compile not in ("True", "default"):
+        kw.update({"mode": compile} if compile in COMPILE_MODES else {"backend": compile})
+    return kw
+
+
 class VLM(WrapsModule, nn.Module):
     """A CLIP-family image–text model behind one interface.
 
-    Subclasses implement ``_encode_pixels``, ``_encode_tokens_of``, and for internals
-    ``_vision_blocks``/``_attention_modules``/``_num_prefix_tokens``/``_tokens_from_block_output``.
+    A family subclasses it and implements two forward hooks, which only this class calls:
+    ``_encode_pixels`` (normalised pixels → unnormalised image features, reached through
+    :meth:`encode_pixels`) and ``_encode_texts`` (strings → text features, through :meth:`encode_text`).
+    It describes its image tower through the public members :attr:`blocks`, :attr:`attention_modules`,
+    :attr:`num_prefix_tokens`, :meth:`tokens_from_block_output` and :meth:`token_grid`, overriding them
+    where the defaults do not fit. Families written against the older private names implement
+    ``_vision_blocks``/``_attention_modules``/``_num_prefix_tokens``/``_tokens_from_block_output``
+    instead; the public defaults call those.
 
     Attributes:
         name: The spec the model was loaded from (e.g. ``open_clip:ViT-B-32/laion2b_s34b_b79k``).
@@ -183,33 +216,123 @@ class VLM(WrapsModule, nn.Module):
         self.meta: dict[str, Any] = dict(meta or {})
         self._tap: AttentionTap | None = None
         self._tapped: list[nn.Module] | None = None
+        self._fast: _FastOptions | None = None
+        self._compiled: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {}
         self.model.eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
 
-    # ------------------------------------------------------------------ family hooks
+    # ------------------------------------------------------------------ family hooks (called by this class only)
     def _encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Unnormalised image features ``(B, D)`` from normalised model input."""
+        """The family's image forward: unnormalised image features ``(B, D)`` from normalised model input.
+
+        Everyone else calls :meth:`encode_pixels`, which applies the options of :meth:`fast`.
+        """
         raise NotImplementedError
 
     def _encode_texts(self, texts: list[str]) -> torch.Tensor:
-        """Unnormalised text features ``(T, D)``."""
+        """The family's text forward: unnormalised text features ``(T, D)``."""
         raise NotImplementedError
 
+    # Older private tower hooks, still implemented by families that do not override the public
+    # members below (hf, conse); the public defaults call them.
     def _vision_blocks(self) -> list[nn.Module]:
-        """The image tower's blocks in order (their outputs are the per-layer tokens)."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement the `blocks` property")
 
     def _attention_modules(self) -> list[nn.Module] | None:
-        """Self-attention module of each block, or None when the tower has no attention (CNN)."""
         return None
 
     def _num_prefix_tokens(self) -> int:
         return 0
 
     def _tokens_from_block_output(self, out: Any) -> torch.Tensor:
-        """Block output → ``(B, N, C)`` tokens (override for tuples or channel-first maps)."""
         return out[0] if isinstance(out, tuple) else out
+
+    # ------------------------------------------------------------------ the image tower (for interpretability)
+    @property
+    def blocks(self) -> list[nn.Module]:
+        """The image tower's blocks in order: transformer blocks (ViT) or stages (CNN).
+
+        A forward hook on block ``i`` sees the residual stream after layer ``i``; turn its output into
+        tokens with :meth:`tokens_from_block_output`.
+        """
+        return self._vision_blocks()
+
+    @property
+    def attention_modules(self) -> list[nn.Module] | None:
+        """The self-attention module of each block, or None when the tower has none (CNN).
+
+        Use :meth:`require_attention` to get them wrapped for :meth:`tap`.
+        """
+        return self._attention_modules()
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        """Number of non-spatial tokens (class token, registers) before the patch tokens in each
+        block's output: 1 for CLS-token ViTs, 0 for CNN stages and towers without a class token (SigLIP)."""
+        return self._num_prefix_tokens()
+
+    def tokens_from_block_output(self, out: Any) -> torch.Tensor:
+        """A block's forward output as tokens ``(B, N, C)``, prefix tokens first.
+
+        Unwraps tuples, puts sequence-first outputs batch-first and flattens CNN feature maps
+        ``(B, C, h, w)`` row-major. The reshaping is linear, so it maps the gradient of a block's
+        output the same way.
+
+        Args:
+            out: What a forward hook on a block of :attr:`blocks` receives as output (or its gradient).
+        """
+        return self._tokens_from_block_output(out)
+
+    def token_grid(self, n: int) -> tuple[int, int]:
+        """The patch grid ``(gh, gw)`` on which ``n`` spatial tokens lie row-major (``gh * gw == n``).
+
+        The default picks the factorisation whose aspect ratio matches the model input, else a square.
+
+        Raises:
+            InputError: ``n`` tokens fit no such grid.
+        """
+        H, W = self.image_size
+        for gh in range(int(math.isqrt(n)), 0, -1):  # the factorisation whose aspect matches the input
+            if n % gh == 0 and abs(gh / (n // gh) - H / W) < 1e-6:
+                return gh, n // gh
+        g = math.isqrt(n)
+        if g * g == n:
+            return g, g
+        raise InputError(f"cannot arrange {n} tokens on a grid for input size {H}x{W}")
+
+    def layer_index(self, layer: int) -> int:
+        """The non-negative index of block ``layer`` (negative values count from the last block).
+
+        Raises:
+            InputError: ``layer`` is outside ``-num_layers .. num_layers - 1``.
+        """
+        n = self.num_layers
+        if not -n <= layer < n:
+            raise InputError(f"layer={layer} is out of range for an image tower with {n} layers (-{n}..{n - 1})")
+        return layer % n
+
+    def require_attention(self, what: str = "attention maps") -> list[nn.Module]:
+        """The attention modules of the blocks, wrapped (once) so that :meth:`tap` can record and mask heads.
+
+        Args:
+            what: The feature that needs attention, for the error message.
+
+        Raises:
+            InputError: The tower has no per-layer self-attention (a CNN).
+        """
+        mods = self.attention_modules
+        if mods is None:
+            raise InputError(
+                f"{what}: model {self.name!r} has a {self._tower_kind()} image tower without per-layer "
+                "self-attention heads; use a ViT-tower model for attention maps, head masking and relevance"
+            )
+        if self._tapped is None:
+            self._tapped = install_taps(mods, lambda: self._tap)
+        return self._tapped
+
+    def _tower_kind(self) -> str:
+        return type(self.blocks[0]).__name__
 
     # ------------------------------------------------------------------ properties
     @property
@@ -238,15 +361,17 @@ class VLM(WrapsModule, nn.Module):
     @property
     def num_layers(self) -> int:
         """Number of blocks in the image tower."""
-        return len(self._vision_blocks())
+        return len(self.blocks)
 
     @property
     def has_attention(self) -> bool:
-        return self._attention_modules() is not None
+        """Whether the image tower has per-layer self-attention (ViT) rather than none (CNN)."""
+        return self.attention_modules is not None
 
     @property
     def heads_per_layer(self) -> list[int]:
-        mods = self._require_attention("heads_per_layer")
+        """Number of attention heads of each block."""
+        mods = self.require_attention("heads_per_layer")
         return [num_heads(m) for m in mods]
 
     # ------------------------------------------------------------------ images
@@ -266,10 +391,77 @@ class VLM(WrapsModule, nn.Module):
         pixels = resize_and_normalise(x.float() if x.dtype != torch.float32 else x, self.preprocess_cfg)
         return pixels.to(self.dtype)
 
+    def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Unnormalised image features ``(B, D)`` from normalised model input (the output of :meth:`preprocess`).
+
+        Runs the image tower with the options of an enclosing :meth:`fast` block (then the features
+        are float32); :meth:`encode_image` is ``normalize(encode_pixels(preprocess(x)))``. Call it
+        directly to run the tower on already preprocessed pixels, e.g. under :meth:`tap`.
+
+        Args:
+            pixels: Normalised model input ``(B, 3, *image_size)`` in the model's dtype.
+        """
+        opts = self._fast
+        if opts is None:
+            return self._encode_pixels(pixels)
+        if opts.channels_last and pixels.dim() == 4:
+            pixels = pixels.contiguous(memory_format=torch.channels_last)
+        fn = self._compiled[opts.compile] if opts.compile is not None else self._encode_pixels
+        with autocast(pixels.device, opts.precision):
+            return fn(pixels).float()  # (B, D)
+
     def encode_image(self, x: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         """Image embeddings ``(B, D)`` (L2-normalised unless ``normalize=False``), differentiable in ``x``."""
-        feats = self._encode_pixels(self.preprocess(x)).float()  # (B, D)
+        feats = self.encode_pixels(self.preprocess(x)).float()  # (B, D)
         return F.normalize(feats, dim=-1) if normalize else feats
+
+    @contextlib.contextmanager
+    def fast(self, precision: str | torch.dtype | None = None, channels_last: bool = False,
+             compile: bool | str = False) -> Iterator[VLM]:
+        """Inside the block, the image tower runs in mixed precision / channels_last / compiled.
+
+        Only the tower's forward (:meth:`encode_pixels`, and through autograd its backward) changes:
+        :meth:`encode_image` still returns float32 embeddings, and what is around it — pixels,
+        perturbations, the attacks' steps and ε-ball projection, similarities, losses, metrics — stays
+        float32. With the defaults this is a no-op, so CPU paths stay exact. An inner block replaces
+        the options of an outer one until it exits; every option is undone on exit.
+
+        Example::
+
+            with vlm.fast(precision="bf16", channels_last=True):
+                emb = vlm.embed_images(images)  # (N, D) float32, tower in bf16
+
+        Args:
+            precision: None/"float32" (off) or "bf16"/"fp16": autocast around the tower.
+            channels_last: Convolution weights and the pixel batch in channels-last memory format.
+            compile: ``torch.compile`` the tower's forward: True (default mode), a mode
+                (:data:`COMPILE_MODES`; "reduce-overhead" uses CUDA graphs) or a backend name
+                ("eager", "aot_eager", "inductor"). The compiled function is kept on the model and
+                reused by later blocks.
+
+        Yields:
+            The model itself.
+        """
+        amp = None if precision is None or resolve_dtype(precision) == torch.float32 else resolve_dtype(precision)
+        if amp is None and not channels_last and not compile:
+            yield self
+            return
+        key = None
+        if compile:
+            key = str(compile)
+            if key not in self._compiled:
+                self._compiled[key] = torch.compile(self._encode_pixels, **_compile_kwargs(compile))
+        outer = self._fast
+        convert = channels_last and not (outer is not None and outer.channels_last)
+        if convert:
+            self.model.to(memory_format=torch.channels_last)
+        self._fast = _FastOptions(precision=amp, channels_last=channels_last, compile=key)
+        try:
+            yield self
+        finally:
+            self._fast = outer
+            if convert:
+                self.model.to(memory_format=torch.contiguous_format)
 
     @torch.inference_mode()
     def embed_images(self, images: torch.Tensor, batch_size: int = 64, progress: bool = True,
@@ -316,19 +508,13 @@ class VLM(WrapsModule, nn.Module):
         logits = self.logit_scale * image_emb @ text_emb.T
         return logits + self.logit_bias if self.logit_bias is not None else logits
 
-    # ------------------------------------------------------------------ internals
-    def _layer_index(self, layer: int) -> int:
-        n = self.num_layers
-        if not -n <= layer < n:
-            raise InputError(f"layer={layer} is out of range for an image tower with {n} layers (-{n}..{n - 1})")
-        return layer % n
-
+    # ------------------------------------------------------------------ tokens and attention
     def vision_tokens(self, x: torch.Tensor, layer: int = -1) -> VisionTokens:
         """Residual-stream tokens after block ``layer`` of the image tower (before the final norm).
 
         For CNN towers the "tokens" are the stage's feature map flattened row-major ``(B, h*w, C)``.
         """
-        return self.vision_tokens_layers(x, [layer])[self._layer_index(layer)]
+        return self.vision_tokens_layers(x, [layer])[self.layer_index(layer)]
 
     def vision_tokens_layers(self, x: torch.Tensor, layers: Iterable[int]) -> dict[int, VisionTokens]:
         """Tokens of several layers from one forward pass: ``{layer: VisionTokens}`` (non-negative keys)."""
@@ -337,10 +523,10 @@ class VLM(WrapsModule, nn.Module):
     def encode_image_and_tokens(self, x: torch.Tensor, layers: Iterable[int], normalize: bool = True
                                 ) -> tuple[torch.Tensor, dict[int, VisionTokens]]:
         """Image embeddings ``(B, D)`` and the tokens of ``layers`` from one forward pass."""
-        idx = sorted({self._layer_index(int(li)) for li in layers})
+        idx = sorted({self.layer_index(int(li)) for li in layers})
         if not idx:
             raise InputError("layers is empty: name at least one layer")
-        blocks = self._vision_blocks()
+        blocks = self.blocks
         box: dict[int, Any] = {}
         handles = [blocks[li].register_forward_hook(lambda m, i, o, li=li: box.__setitem__(li, o)) for li in idx]
         try:
@@ -348,38 +534,14 @@ class VLM(WrapsModule, nn.Module):
         finally:
             for h in handles:
                 h.remove()
-        P = self._num_prefix_tokens()
+        P = self.num_prefix_tokens
         out = {}
         for li in idx:
-            tokens = self._tokens_from_block_output(box[li])  # (B, N, C)
-            patches = tokens[:, P:]
+            tokens = self.tokens_from_block_output(box[li])  # (B, N, C)
+            patches = tokens[:, P:]  # (B, n, C)
             out[li] = VisionTokens(patches=patches, prefix=tokens[:, :P] if P else None,
-                                   grid=self._grid_for(patches.shape[1]), layer=li)
+                                   grid=self.token_grid(patches.shape[1]), layer=li)
         return emb, out
-
-    def _grid_for(self, n: int) -> tuple[int, int]:
-        H, W = self.image_size
-        for gh in range(int(math.isqrt(n)), 0, -1):  # the factorisation whose aspect matches the input
-            if n % gh == 0 and abs(gh / (n // gh) - H / W) < 1e-6:
-                return gh, n // gh
-        g = math.isqrt(n)
-        if g * g == n:
-            return g, g
-        raise InputError(f"cannot arrange {n} tokens on a grid for input size {H}x{W}")
-
-    def _require_attention(self, what: str) -> list[nn.Module]:
-        mods = self._attention_modules()
-        if mods is None:
-            raise InputError(
-                f"{what}: model {self.name!r} has a {self._tower_kind()} image tower without per-layer "
-                "self-attention heads; use a ViT-tower model for attention maps, head masking and relevance"
-            )
-        if self._tapped is None:
-            self._tapped = install_taps(mods, lambda: self._tap)
-        return self._tapped
-
-    def _tower_kind(self) -> str:
-        return type(self._vision_blocks()[0]).__name__
 
     @contextlib.contextmanager
     def tap(self, record: Iterable[int] = (), head_mask: Mapping[int, Iterable[int]] | None = None,
@@ -392,9 +554,9 @@ class VLM(WrapsModule, nn.Module):
                 sim = vlm.encode_image(x) @ text.T
             t.probs[1]  # (B, heads, N, N)
         """
-        mods = self._require_attention("tap")
+        mods = self.require_attention("tap")
         n = len(mods)
-        rec = {self._layer_index(int(li)) for li in record}
+        rec = {self.layer_index(int(li)) for li in record}
         masks = validate_head_mask(head_mask or {}, n, [num_heads(m) for m in mods])
         outer = self._tap
         merged = AttentionTap(record=rec | (outer.record if outer else set()),
@@ -412,9 +574,9 @@ class VLM(WrapsModule, nn.Module):
 
     def attention(self, x: torch.Tensor, layer: int = -1) -> torch.Tensor:
         """Attention probabilities of block ``layer`` ``(B, heads, N, N)``, prefix tokens first."""
-        li = self._layer_index(layer)
+        li = self.layer_index(layer)
         with self.tap(record=[li]) as t:
-            self._encode_pixels(self.preprocess(x))
+            self.encode_pixels(self.preprocess(x))
         return t.probs[li]
 
     def __repr__(self) -> str:  # the wrapped network's full module tree is one attribute away: vlm.model

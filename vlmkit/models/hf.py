@@ -103,7 +103,8 @@ class HFVLM(VLM):
         return 1 if self.model_type == "clip" else 0
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
+def read_json(path: Path) -> dict[str, Any] | None:
+    """The JSON object in ``path``, or None when the file does not exist (a config a folder may lack)."""
     if not path.is_file():
         return None
     try:
@@ -151,16 +152,24 @@ def load_hf(rest: str, device: torch.device, dtype: torch.dtype, *, spec: str | 
         raise ModelSpecError(f"{spec!r}: no usable tokenizer next to the model ({type(e).__name__}: {e}); save one with "
                              "tokenizer.save_pretrained(folder) (vlmkit.models.hf.save_offline_clip_tokenizer writes "
                              "a CLIP BPE tokenizer without network)") from e
-    processor_cfg = _read_json(Path(src) / "preprocessor_config.json") if is_local else _hub_processor_cfg(rest)
+    processor_cfg = read_json(Path(src) / "preprocessor_config.json") if is_local else hub_processor_config(rest)
     model = model.to(device=device, dtype=dtype)
     meta = {"spec": spec, "weights": src, "model_type": model_type}
-    robust = _read_json(Path(src) / "robust.json") if is_local else None
+    robust = read_json(Path(src) / "robust.json") if is_local else None
     if robust is not None:  # made by vlmkit.robust: its provenance travels with the model
         meta["robust"] = robust
     return HFVLM(model, tokenizer, name=spec, model_type=model_type, processor_cfg=processor_cfg, meta=meta)
 
 
-def _hub_processor_cfg(repo: str) -> dict[str, Any] | None:
+def hub_processor_config(repo: str) -> dict[str, Any] | None:
+    """The ``preprocessor_config.json`` of a hub repository, from the cache or (when online) a download.
+
+    Args:
+        repo: Hub id, e.g. ``"openai/clip-vit-base-patch32"``.
+
+    Returns:
+        The parsed JSON, or ``None`` when the file is not cached and cannot be downloaded.
+    """
     path = hub.cached_hub_file(repo, "preprocessor_config.json")
     if path is None and not hub.offline():
         try:
@@ -169,7 +178,7 @@ def _hub_processor_cfg(repo: str) -> dict[str, Any] | None:
             path = hf_hub_download(repo, "preprocessor_config.json")
         except Exception:
             path = None
-    return _read_json(Path(path)) if path else None
+    return read_json(Path(path)) if path else None
 
 
 def save_offline_clip_tokenizer(folder: str | os.PathLike, context_length: int = 77) -> Path:

@@ -80,7 +80,9 @@ class OpenCLIPVLM(VLM):
             return "resnet", v
         return "other", v
 
-    def _vision_blocks(self) -> list[nn.Module]:
+    @property
+    def blocks(self) -> list[nn.Module]:
+        """Residual blocks (ViT: ``transformer.resblocks``; timm: ``trunk.blocks``) or the four ResNet stages."""
         kind, t = self._tower()
         if kind == "vit":
             return list(t.transformer.resblocks)
@@ -90,13 +92,17 @@ class OpenCLIPVLM(VLM):
             return [t.layer1, t.layer2, t.layer3, t.layer4]
         raise ModelSpecError(f"model {self.name!r}: image tower {type(t).__name__} exposes no blocks vlmkit knows")
 
-    def _attention_modules(self) -> list[nn.Module] | None:
+    @property
+    def attention_modules(self) -> list[nn.Module] | None:
+        """Each block's ``attn`` (ViT and timm towers); None for ResNet towers."""
         kind, _ = self._tower()
         if kind in ("vit", "timm_vit"):
-            return [b.attn for b in self._vision_blocks()]
+            return [b.attn for b in self.blocks]
         return None
 
-    def _num_prefix_tokens(self) -> int:
+    @property
+    def num_prefix_tokens(self) -> int:
+        """1 (class token) for open_clip ViTs, the trunk's ``num_prefix_tokens`` for timm towers, else 0."""
         kind, t = self._tower()
         if kind == "vit":
             return 1
@@ -104,7 +110,8 @@ class OpenCLIPVLM(VLM):
             return int(getattr(t, "num_prefix_tokens", 1))
         return 0
 
-    def _tokens_from_block_output(self, out: Any) -> torch.Tensor:
+    def tokens_from_block_output(self, out: Any) -> torch.Tensor:
+        """Block output → ``(B, N, C)``: ResNet maps flattened row-major, sequence-first ViT outputs transposed."""
         out = out[0] if isinstance(out, tuple) else out
         kind, t = self._tower()
         if kind == "resnet":  # (B, C, h, w) -> (B, h*w, C)
@@ -113,13 +120,14 @@ class OpenCLIPVLM(VLM):
             return out.transpose(0, 1)
         return out
 
-    def _grid_for(self, n: int) -> tuple[int, int]:
+    def token_grid(self, n: int) -> tuple[int, int]:
+        """The ViT's own ``grid_size`` when it holds ``n`` tokens, else the base class's factorisation."""
         kind, t = self._tower()
         if kind == "vit":
             gh, gw = t.grid_size
             if gh * gw == n:
                 return int(gh), int(gw)
-        return super()._grid_for(n)
+        return super().token_grid(n)
 
 
 def _known_archs() -> list[str]:
@@ -128,8 +136,18 @@ def _known_archs() -> list[str]:
     return list(open_clip.list_models())
 
 
-def load_open_clip(rest: str, device: torch.device, dtype: torch.dtype, *, spec: str | None = None) -> OpenCLIPVLM:
-    """Load an open_clip model from the part of the spec after ``open_clip:``."""
+def load_open_clip(rest: str, device: torch.device, dtype: torch.dtype, *, spec: str | None = None,
+                   vlm_class: type[OpenCLIPVLM] = OpenCLIPVLM) -> OpenCLIPVLM:
+    """Load an open_clip model from the part of the spec after ``open_clip:``.
+
+    Args:
+        rest: The spec after ``open_clip:`` (see the module docstring).
+        device: Where the weights go.
+        dtype: Parameter dtype.
+        spec: The full spec, recorded as the model's name (default ``open_clip:<rest>``).
+        vlm_class: The :class:`OpenCLIPVLM` subclass to construct (families built on open_clip
+            checkpoints, such as the toy world's :class:`~vlmkit.models.toy.ToyVLM`).
+    """
     import open_clip
 
     spec = spec or f"open_clip:{rest}"
@@ -148,7 +166,7 @@ def load_open_clip(rest: str, device: torch.device, dtype: torch.dtype, *, spec:
         )
         tokenizer = _tokenizer(rest)
         meta.update(weights=rest)
-        return _finish(model, tokenizer, spec, device, dtype, meta)
+        return _finish(model, tokenizer, spec, device, dtype, meta, vlm_class)
 
     local_dir = rest[len("local-dir:"):] if rest.startswith("local-dir:") else None
     if local_dir is None and (rest.startswith(("/", "./", "../", "~")) or Path(rest).expanduser().is_dir()):
@@ -164,7 +182,7 @@ def load_open_clip(rest: str, device: torch.device, dtype: torch.dtype, *, spec:
         meta.update(weights=str(p))
         if (p / "robust.json").is_file():  # made by vlmkit.robust: its provenance travels with the model
             meta["robust"] = json.loads((p / "robust.json").read_text())
-        return _finish(model, tokenizer, spec, device, dtype, meta)
+        return _finish(model, tokenizer, spec, device, dtype, meta, vlm_class)
 
     arch, _, tail = rest.partition("/")
     archs = _known_archs()
@@ -202,7 +220,7 @@ def load_open_clip(rest: str, device: torch.device, dtype: torch.dtype, *, spec:
         )
         meta.update(weights=tail, hub=hub_id or cfg.get("url"))
     tokenizer = _tokenizer(arch)
-    return _finish(model, tokenizer, spec, device, dtype, meta)
+    return _finish(model, tokenizer, spec, device, dtype, meta, vlm_class)
 
 
 def _tokenizer(name: str) -> Any:
@@ -221,6 +239,6 @@ def _tokenizer(name: str) -> Any:
 
 
 def _finish(model: nn.Module, tokenizer: Any, spec: str, device: torch.device, dtype: torch.dtype,
-            meta: dict[str, Any]) -> OpenCLIPVLM:
+            meta: dict[str, Any], vlm_class: type[OpenCLIPVLM]) -> OpenCLIPVLM:
     model = model.to(device=device, dtype=dtype)
-    return OpenCLIPVLM(model, tokenizer, name=spec, meta=meta)
+    return vlm_class(model, tokenizer, name=spec, meta=meta)

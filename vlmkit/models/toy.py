@@ -30,8 +30,7 @@ def load_toy(rest: str, device: torch.device, dtype: torch.dtype, *, spec: str |
     if rest not in names:
         raise ModelSpecError(f"unknown toy model {rest!r} in {spec!r}; shipped toy models: {', '.join(names) or '(none)'}")
     folder = toyworld.checkpoint_dir(rest)
-    vlm = load_open_clip(f"local-dir:{folder}", device, dtype, spec=spec)
-    vlm.__class__ = ToyVLM
+    vlm = load_open_clip(f"local-dir:{folder}", device, dtype, spec=spec, vlm_class=ToyVLM)
     record = folder / "training.json"
     if record.is_file():
         vlm.meta["training"] = json.loads(record.read_text())

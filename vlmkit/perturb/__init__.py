@@ -1,6 +1,8 @@
 """Perturbations: pure, batched, seeded functions on float images ``(B, 3, H, W)`` in [0, 1].
 
-Importing this package registers every perturbation in :data:`vlmkit.registry.PERTURBATIONS`::
+Every perturbation is registered in :data:`vlmkit.registry.PERTURBATIONS` by its defining module
+(:mod:`.corruptions`, :mod:`.frequency`, :mod:`.geometric`, :mod:`.typographic`), which the registry
+imports on its first read::
 
     import vlmkit.perturb as P
     P.list_perturbations(family="blur")
@@ -21,7 +23,6 @@ from vlmkit.perturb.base import (
     default_generator,
     register_perturbation,
 )
-from vlmkit.perturb import corruptions, frequency, geometric, typographic  # noqa: F401  (registration)
 from vlmkit.registry import PERTURBATIONS, create_perturbation, list_perturbations
 from vlmkit.runtime import make_generator
 

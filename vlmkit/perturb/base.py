@@ -43,6 +43,7 @@ def default_generator(x: torch.Tensor, generator: torch.Generator | None) -> tor
 
 
 def check_severity(name: str, severity: int | float, valid: Sequence[int | float] | None) -> None:
+    """Raise :class:`InputError` when ``severity`` is not one of ``valid`` (``None``: any severity)."""
     if valid is not None and severity not in valid:
         raise InputError(f"{name}: severity={severity!r} is out of range; expected one of {list(valid)}")
 
@@ -50,6 +51,11 @@ def check_severity(name: str, severity: int | float, valid: Sequence[int | float
 def register_perturbation(name: str, family: str, severities: Sequence[int | float] | None = (1, 2, 3, 4, 5),
                           **meta: Any) -> Callable[[PerturbFn], PerturbFn]:
     """Register a perturbation in :data:`vlmkit.registry.PERTURBATIONS`, with input/severity checks.
+
+    The perturbation-specific form of ``@PERTURBATIONS.register(name, family=..., severities=...)``: it
+    wraps the function with the contract's checks (images, severity, output shape) and registers the
+    wrapper, whose ``raw`` attribute is the unchecked function. The module defining it must be listed
+    in ``PERTURBATIONS.modules`` (:mod:`vlmkit.registry`).
 
     Args:
         name: Registry name.
@@ -70,8 +76,8 @@ def register_perturbation(name: str, family: str, severities: Sequence[int | flo
             return out
 
         wrapped.raw = fn  # type: ignore[attr-defined]
-        PERTURBATIONS.add(name, wrapped, family=family, severities=tuple(severities) if severities else None, **meta)
-        return wrapped
+        return PERTURBATIONS.register(name, family=family, severities=tuple(severities) if severities else None,
+                                      **meta)(wrapped)
 
     return deco
 

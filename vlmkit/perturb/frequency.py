@@ -18,6 +18,10 @@ Perturbations registered here:
   Perspective on Model Robustness in Computer Vision", NeurIPS): ``x + r·ε·U_{u,v}``;
 * ``amplitude_noise`` / ``phase_noise`` — perturb ``|F|`` or ``angle(F)`` in a band, keep the other.
 
+Budgets (``eps`` of ``band_noise``, ``band_limited_noise`` and ``fourier_basis``) follow the attacks'
+rule, :func:`check_budget`: ``0 < eps`` finite, and ``eps <= 1`` for L∞ on [0, 1] pixels (``eps=8``
+is refused with a hint to write ``8/255``).
+
 Every output is clamped to ``[0, 1]``; clamping can lower the effective norm of an additive
 perturbation and put a little energy outside its band (near saturated pixels).
 """
@@ -25,6 +29,7 @@ perturbation and put a little energy outside its band (near saturated pixels).
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -155,6 +160,57 @@ def _check_unit_param(name: str, value: float, lo: float = 0.0) -> float:
     return value
 
 
+def check_norm(norm: str) -> str:
+    """Canonical norm name: ``"linf"`` (aliases "inf", "l_inf", "l∞") or ``"l2"`` (alias "2").
+
+    Raises:
+        InputError: Any other name.
+    """
+    low = str(norm).lower().replace("∞", "inf")
+    if low in ("l2", "2"):
+        return "l2"
+    if low in ("linf", "inf", "l_inf"):
+        return "linf"
+    raise InputError(f"norm={norm!r} is unknown; expected 'l2' or 'linf'")
+
+
+def check_budget(name: str, eps: float, norm: str, where: str = "", allow_zero: bool = False) -> float:
+    """Validate a perturbation budget on ``[0, 1]`` pixels, the rule every bounded perturbation shares.
+
+    The same rule as the attacks' budget (Madry et al., 2018: ``‖δ‖_p <= ε`` on pixels in [0, 1]):
+
+    * ``eps`` is a real number (not a bool), finite and ``> 0`` (``>= 0`` with ``allow_zero``: a zero
+      budget is the identity, the control of a severity sweep; attacks refuse it);
+    * L∞: ``eps <= 1`` — a larger L∞ budget exceeds the whole pixel range and is almost always a
+      budget given in 0-255 units (the message suggests ``eps/255``);
+    * L2: no upper bound (``‖δ‖₂`` over ``3·H·W`` values may exceed 1).
+
+    Args:
+        name: The parameter's name, for the message (e.g. ``"eps"``).
+        eps: The budget.
+        norm: "linf" or "l2" (aliases as in :func:`check_norm`).
+        where: Optional prefix naming the caller (e.g. ``"band_noise"``).
+        allow_zero: Accept ``eps == 0``.
+
+    Returns:
+        ``eps`` as a float.
+
+    Raises:
+        InputError: The message names ``name`` (and ``where``) and the expected range.
+    """
+    norm = check_norm(norm)
+    pre = f"{where}: " if where else ""
+    if (isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not math.isfinite(float(eps)) or eps < 0
+            or (eps == 0 and not allow_zero)):
+        what = "a non-negative" if allow_zero else "a positive"
+        raise InputError(f"{pre}{name}={eps!r} must be {what} finite number (the {norm} perturbation budget "
+                         f"on [0, 1] pixels)")
+    if norm == "linf" and eps > 1:
+        raise InputError(f"{pre}{name}={eps!r} is out of range for an L-inf budget on [0, 1] pixels: expected "
+                         f"0 < {name} <= 1 (did you mean {name}={eps:g}/255 = {eps / 255:.5f}?)")
+    return float(eps)
+
+
 def _filter(x: torch.Tensor, band: Band, mode: str, keep_dc: bool) -> torch.Tensor:
     if mode not in ("pass", "stop"):
         raise InputError(f"mode={mode!r} must be 'pass' (keep the band) or 'stop' (remove it)")
@@ -223,29 +279,24 @@ def band_limited_noise(shape: Sequence[int], band: Band, eps: float, norm: str, 
     Args:
         shape: ``(B, 3, H, W)``.
         band: Band name or ``(f_lo, f_hi)``.
-        eps: Exact norm of each item's noise.
+        eps: Exact norm of each item's noise (:func:`check_budget`: ``0 < eps``, and ``eps <= 1`` for L∞).
         norm: "l2" or "linf".
         generator: Source of randomness.
         device: Where to build the noise (must match the generator's device).
         dtype: Output dtype.
+
+    Raises:
+        InputError: Bad band, norm or budget.
     """
     f_lo, f_hi = resolve_band(band)
-    norm = _check_norm(norm)
+    norm = check_norm(norm)
+    eps = check_budget("eps", eps, norm, where="band_limited_noise", allow_zero=True)
     noise = torch.randn(tuple(shape), generator=generator, device=device, dtype=torch.float32)
     noise = project_to_band(noise, f_lo, f_hi)  # (B, 3, H, W)
     flat = noise.flatten(1)
     size = flat.norm(dim=1) if norm == "l2" else flat.abs().amax(dim=1)  # (B,)
     scale = eps / size.clamp_min(1e-12)
     return (noise * scale.view(-1, *([1] * (noise.ndim - 1)))).to(dtype)
-
-
-def _check_norm(norm: str) -> str:
-    low = str(norm).lower().replace("∞", "inf")
-    if low in ("l2", "2"):
-        return "l2"
-    if low in ("linf", "inf", "l_inf"):
-        return "linf"
-    raise InputError(f"norm={norm!r} is unknown; expected 'l2' or 'linf'")
 
 
 @register_perturbation("band_noise", "frequency")
@@ -264,13 +315,17 @@ def band_noise(x: torch.Tensor, severity: int = 1, *, generator: torch.Generator
         generator: Source of randomness (default: seeded with 0).
         band: Band name or ``(f_lo, f_hi)`` in cycles per pixel.
         norm: "l2" or "linf".
-        eps: Explicit norm per image (overrides severity).
+        eps: Explicit norm per image (overrides severity); validated like an attack budget
+            (:func:`check_budget`): ``0 < eps <= 1`` for L∞ (not in 0-255 units), ``0 < eps`` for L2.
+
+    Raises:
+        InputError: Bad band, norm or budget (e.g. ``norm="linf", eps=2``: did you mean ``2/255``?).
     """
-    norm = _check_norm(norm)
+    norm = check_norm(norm)
     if eps is None:
         eps = (_sev(BAND_NOISE_LINF, severity) if norm == "linf"
                else _sev(BAND_NOISE_RMS, severity) * math.sqrt(x[0].numel()))
-    eps = _check_unit_param("eps", eps)
+    eps = check_budget("eps", eps, norm, where="band_noise", allow_zero=True)
     g = default_generator(x, generator)
     delta = band_limited_noise(x.shape, band, eps, norm, g, x.device)  # (B, 3, H, W)
     return (x.float() + delta).clamp(0, 1).to(x.dtype)
@@ -291,12 +346,17 @@ def fourier_basis(x: torch.Tensor, severity: int = 1, *, generator: torch.Genera
         generator: Source of the signs (default: seeded with 0).
         u: Vertical frequency index (FFT bin offset); default ``round(H / 8)``.
         v: Horizontal frequency index; default ``round(W / 8)``.
-        eps: Explicit ε (overrides severity).
+        eps: Explicit ε (overrides severity): an L2 budget per channel, ``0 < eps`` finite
+            (:func:`check_budget`).
+
+    Raises:
+        InputError: ``(u, v)`` outside the spectrum, or a bad budget.
     """
     B, C, H, W = x.shape
     u = round(H / 8) if u is None else u
     v = round(W / 8) if v is None else v
-    eps = _check_unit_param("eps", _sev(FOURIER_EPS, severity) if eps is None else eps)
+    eps = check_budget("eps", _sev(FOURIER_EPS, severity) if eps is None else eps, "l2", where="fourier_basis",
+                       allow_zero=True)
     basis = fourier_basis_image(H, W, u, v, x.device)  # (H, W)
     g = default_generator(x, generator)
     r = torch.randint(0, 2, (B, C, 1, 1), generator=g, device=x.device).float() * 2 - 1  # (B, 3, 1, 1)
@@ -362,6 +422,6 @@ def phase_noise(x: torch.Tensor, severity: int = 1, *, generator: torch.Generato
     return out.clamp(0, 1).to(x.dtype)
 
 
-__all__ = ["BANDS", "R_MAX", "band_filter", "band_limited_noise", "band_mask", "band_noise", "check_band",
-           "fourier_basis", "fourier_basis_image", "high_pass", "low_pass", "amplitude_noise", "out_of_band_energy",
-           "phase_noise", "project_to_band", "radial_frequency", "resolve_band"]
+__all__ = ["BANDS", "R_MAX", "amplitude_noise", "band_filter", "band_limited_noise", "band_mask", "band_noise",
+           "check_band", "check_budget", "check_norm", "fourier_basis", "fourier_basis_image", "high_pass", "low_pass",
+           "out_of_band_energy", "phase_noise", "project_to_band", "radial_frequency", "resolve_band"]

@@ -2,16 +2,18 @@
 
 Typographic attacks on CLIP (Goh et al., 2021, "Multimodal Neurons in Artificial Neural Networks";
 SCAM, Westerhoff et al., 2025) paste a misleading class name on the image and the model reads it. This
-module renders the text with PIL into an alpha mask (cached per ``(text, font, size)``), places it on
-a label box and composites it onto the batch in torch:
+module renders the text with PIL into an alpha mask (:mod:`vlmkit.glyphs`, the renderer the toy world's
+signs use too; cached per ``(text, font, size)``), places it on a label box and composites it onto the
+batch in torch:
 
 * ``mode="semantic"``: a misleading word, ``text=`` (one string or one per image) or drawn per image
   from ``classnames=`` with the generator (avoiding each image's true class when ``labels=`` is given);
 * ``mode="random"``: ``length`` random lowercase letters per image from the generator;
 * ``mode="empty"``: the label box alone (a blank note, the control condition).
 
-Fonts: ``font`` is a path to a TrueType file or a font file stem (``"DejaVuSans-Bold"``) looked up
-under the system font folders; when none is found PIL's built-in default font is used.
+Fonts: ``font`` is a path to a TrueType file, a font file name or a file stem (``"DejaVuSans-Bold"``) looked
+up under the system font folders (:func:`vlmkit.glyphs.find_font`); when none is found PIL's built-in
+default font is used.
 """
 
 from __future__ import annotations
@@ -20,65 +22,33 @@ import functools
 import math
 import string
 from collections.abc import Sequence
-from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFont
 
 from vlmkit.errors import InputError
+from vlmkit.glyphs import find_font, render_glyph
 from vlmkit.perturb.base import default_generator, register_perturbation
 from vlmkit.perturb.geometric import Fill, fill_tensor
 
 #: severity -> font size as a fraction of the image height.
 FONT_FRAC = (0.12, 0.16, 0.2, 0.25, 0.3)
-_FONT_DIRS = ("/usr/share/fonts", "/usr/local/share/fonts", "/Library/Fonts", "C:/Windows/Fonts",
-              str(Path.home() / ".fonts"), str(Path.home() / ".local/share/fonts"))
 _POSITIONS = {"center": (0.5, 0.5), "top": (0.5, 0.0), "bottom": (0.5, 1.0), "left": (0.0, 0.5),
               "right": (1.0, 0.5), "top-left": (0.0, 0.0), "top-right": (1.0, 0.0), "bottom-left": (0.0, 1.0),
               "bottom-right": (1.0, 1.0)}
 
 
-@functools.lru_cache(maxsize=64)
-def find_font(font: str = "DejaVuSans-Bold") -> str | None:
-    """Path of a TrueType font given a path or a file stem, or None when none is installed."""
-    p = Path(font)
-    if p.is_file():
-        return str(p)
-    for d in _FONT_DIRS:
-        root = Path(d)
-        if root.is_dir():
-            for ext in (".ttf", ".otf", ".TTF"):
-                hit = next(iter(root.rglob(f"{p.stem}{ext}")), None)
-                if hit is not None:
-                    return str(hit)
-    return None
-
-
-@functools.lru_cache(maxsize=32)
-def _load_font(font: str, size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    path = find_font(font)
-    if path is not None:
-        return ImageFont.truetype(path, size)
-    try:
-        return ImageFont.load_default(size)  # Pillow >= 10.1 scales its built-in font
-    except TypeError:  # pragma: no cover - old Pillow
-        return ImageFont.load_default()
-
-
 @functools.lru_cache(maxsize=1024)
 def glyph_mask(text: str, font: str = "DejaVuSans-Bold", size: int = 16) -> torch.Tensor:
-    """Alpha mask ``(h, w)`` in [0, 1] of ``text`` rendered at ``size`` px (CPU, cached; do not modify)."""
-    if size < 1:
-        raise InputError(f"font size={size} must be a positive number of pixels")
-    f = _load_font(font, size)
-    if not text:
-        return torch.zeros(0, 0)
-    left, top, right, bottom = ImageDraw.Draw(Image.new("L", (1, 1))).textbbox((0, 0), text, font=f)
-    w, h = max(1, right - left), max(1, bottom - top)
-    img = Image.new("L", (w, h), 0)
-    ImageDraw.Draw(img).text((-left, -top), text, fill=255, font=f)
-    return torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0)
+    """Alpha mask ``(h, w)`` in [0, 1] of ``text`` rendered at ``size`` px (CPU, cached; do not modify).
+
+    The glyphs come from :func:`vlmkit.glyphs.render_glyph` (the font's bounding box, not cropped to ink);
+    an empty text gives a ``(0, 0)`` mask.
+
+    Raises:
+        InputError: ``size < 1``.
+    """
+    alpha = render_glyph(text, font, size)  # (h, w) read-only numpy; validates size
+    return torch.from_numpy(alpha.copy()) if text else torch.zeros(0, 0)
 
 
 def _colour(name: str, value: Fill, like: torch.Tensor) -> torch.Tensor:

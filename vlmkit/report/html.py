@@ -17,26 +17,33 @@ import pandas as pd
 import vlmkit
 from vlmkit.errors import DataNotFoundError
 from vlmkit.report.figures import degradation_curves, radar, save
-from vlmkit.results import atomic_write
+from vlmkit.results import atomic_write, merge_files, result_files
 
 KEY_METRICS = ("i2t_R@1", "t2i_R@1", "top1", "drift_mean", "IFR", "attack_word_rate")
 
 
 def collect_results(folder: str | Path) -> pd.DataFrame:
-    """All results rows under ``folder`` (each ``results.parquet`` once; a ``run`` column names its folder)."""
+    """All results rows under ``folder``: each ``results.parquet`` once, a ``run`` column naming its folder.
+
+    The files are those of :func:`vlmkit.results.result_files` (not under ``report/`` or ``cells/``),
+    merged in path order by :func:`vlmkit.results.merge_files`.
+
+    Args:
+        folder: A notebook run folder or a whole grid folder.
+
+    Returns:
+        The rows, with ``run`` the file's folder relative to ``folder`` (``"."`` for ``folder`` itself).
+
+    Raises:
+        DataNotFoundError: ``folder`` does not exist or holds no results table.
+    """
     root = Path(folder)
     if not root.is_dir():
         raise DataNotFoundError(f"report folder {str(root)!r} does not exist")
-    frames = []
-    for f in sorted(root.rglob("results.parquet")):
-        if "report" in f.parts or "cells" in f.relative_to(root).parts:
-            continue
-        df = pd.read_parquet(f)
-        df["run"] = str(f.parent.relative_to(root)) or "."
-        frames.append(df)
-    if not frames:
+    files = result_files(root)
+    if not files:
         raise DataNotFoundError(f"no results.parquet under {str(root)!r}: run a notebook or grid first")
-    return pd.concat(frames, ignore_index=True)
+    return merge_files(files, with_columns=lambda f: {"run": str(f.parent.relative_to(root))})
 
 
 def summary_table(df: pd.DataFrame, metrics: tuple[str, ...] = KEY_METRICS) -> pd.DataFrame:

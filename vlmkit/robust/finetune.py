@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from vlmkit.attacks import PGD
@@ -37,7 +36,7 @@ from vlmkit.robust.data import FinetuneData, load_finetune_data
 from vlmkit.robust.methods import Method, make_method
 from vlmkit.robust.towers import image_tower_parameters, save_finetuned
 from vlmkit.runtime import autocast, make_generator, resolve_device, seed_everything
-from vlmkit.toyworld.train import lr_factor
+from vlmkit.schedules import apply_lr_factor, warmup_cosine
 
 CHECKPOINT = "last.pt"
 
@@ -201,9 +200,7 @@ def finetune(config: RobustConfig, *, progress: bool = True, stop_after: int | N
                disable=not progress)
     step = start
     for step in bar:
-        f = lr_factor(step / config.steps, config.warmup_frac, min_frac=1.0 / config.steps)
-        for g in opt.param_groups:
-            g["lr"] = g["base_lr"] * f
+        apply_lr_factor(opt, warmup_cosine(step / config.steps, config.warmup_frac, min_frac=1.0 / config.steps))
         x_u8, y = data.batch(step, config.batch_size)
         x = _to_float(x_u8, device)  # (B, 3, H, W)
         batch = method.prepare(vlm, x, y)

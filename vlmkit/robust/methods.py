@@ -24,8 +24,9 @@ import torch
 import torch.nn.functional as F
 
 from vlmkit.attacks import PGD
-from vlmkit.attacks.objectives import EmbeddingDrift, ZeroShotCE, zero_shot_text_embeddings
+from vlmkit.attacks.objectives import EmbeddingDrift, ZeroShotCE
 from vlmkit.errors import InputError
+from vlmkit.models.zeroshot import zero_shot_classifier
 
 
 class Method:
@@ -37,7 +38,7 @@ class Method:
     def __init__(self, vlm: Any, classnames: list[str] | None, templates: list[str]) -> None:
         self.text_emb = None
         if classnames is not None:
-            self.text_emb = zero_shot_text_embeddings(vlm, classnames, templates).detach()  # (C, D)
+            self.text_emb = zero_shot_classifier(vlm, classnames, templates).detach()  # (C, D)
 
     def objective(self) -> Any:
         """The attack objective ``(model, x_adv, batch) -> (B,)``."""

@@ -35,6 +35,11 @@ IMAGE_TOWER_PREFIXES: dict[str, tuple[str, ...]] = {
 
 ROBUST_RECORD = "robust.json"
 
+#: PIL resampling codes (``PIL.Image.Resampling``) written as ``resample`` in a transformers
+#: ``preprocessor_config.json`` for each :class:`~vlmkit.models.base.PreprocessConfig` interpolation;
+#: the hf loader reads them back as the same interpolation.
+PIL_RESAMPLE_CODES: dict[str, int] = {"nearest": 0, "bilinear": 2, "bicubic": 3, "area": 4}
+
 
 def _prefixes(vlm: Any) -> tuple[str, ...]:
     family = getattr(vlm, "family", None)
@@ -109,12 +114,10 @@ def save_finetuned(vlm: Any, out_dir: str | Path, provenance: dict[str, Any], fp
         (out / "open_clip_config.json").write_text(json.dumps(cfg, indent=2))
         spec = f"open_clip:local-dir:{out}"
     elif family == "hf":
-        from vlmkit.models.hf import _PIL_RESAMPLE
-
         vlm.model.save_pretrained(str(out))
         vlm.tokenizer.save_pretrained(str(out))
         c = vlm.preprocess_cfg
-        resample = {v: k for k, v in _PIL_RESAMPLE.items()}.get(c.interpolation, 3)
+        resample = PIL_RESAMPLE_CODES.get(c.interpolation, PIL_RESAMPLE_CODES["bicubic"])
         pp: dict[str, Any] = {"image_mean": list(c.mean), "image_std": list(c.std), "resample": resample}
         if c.resize_mode == "shortest":
             pp.update(do_center_crop=True, crop_size={"height": c.size[0], "width": c.size[1]},

@@ -42,7 +42,7 @@ from .evaluate import EVAL_SEED, EXPORT_SEED, evaluate, open_clip_encoders
 from .export import export_classification, export_retrieval, export_typographic
 from .generate import render
 from .grammar import describe, parse_prompt, sample_caption
-from .train import TrainConfig, TrainResult  # also binds the callable module `train`
+from .train import TrainConfig, TrainResult, train  # the function: shadows the submodule attribute
 from .world import (
     BACKGROUNDS,
     COLOR_NAMES,

@@ -11,7 +11,7 @@ from .world import (
     Scene,
     SceneSpec,
     WorldConfig,
-    _sign_center,
+    sign_center,
     render_spec,
     sample_object,
     sample_sign,
@@ -53,7 +53,7 @@ def render(prompt: str, seed: int = 0, size: int = 64, config: WorldConfig = Wor
     background = parsed.background or BACKGROUNDS[rng.integers(len(BACKGROUNDS))]
     sign = None
     if parsed.word is not None or parsed.blank_sign:
-        sign = sample_sign(rng, parsed.word, config.fonts, center=_sign_center(rng, [o.position for o in objects]))
+        sign = sample_sign(rng, parsed.word, config.fonts, center=sign_center(rng, [o.position for o in objects]))
     kind = "prompt"
     spec = SceneSpec(tuple(objects), background, int(rng.integers(2**31)), sign, kind=kind)
     return render_spec(spec, size)

@@ -21,9 +21,7 @@ import copy
 import json
 import math
 import platform
-import sys
 import time
-import types
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +32,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..runtime import seed_everything
+from ..schedules import apply_lr_factor, warmup_cosine
 from .evaluate import RESERVED_SEEDS, evaluate
 from .grammar import CaptionConfig, sample_caption
 from .world import WorldConfig, render_spec, sample_spec, scene_rng
@@ -270,14 +269,6 @@ def _param_groups(
     ]
 
 
-def lr_factor(frac: float, warmup_frac: float, min_frac: float = 0.0) -> float:
-    """Linear warm-up then cosine decay to 0, as a function of the run's progress ``frac`` in [0, 1]."""
-    if frac < warmup_frac:
-        return max(frac, min_frac) / warmup_frac
-    t = (frac - warmup_frac) / max(1e-9, 1.0 - warmup_frac)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
-
-
 def clip_loss(img: torch.Tensor, txt: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
     """Symmetric InfoNCE of normalised ``(B, D)`` embeddings."""
     logits = logit_scale.exp().clamp(max=100.0) * img @ txt.T  # (B, B)
@@ -360,9 +351,7 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, progress: bool
         if frac >= 1.0:
             print(f"stopping at step {step}: the wall-clock budget max_wall_s={config.max_wall_s} is spent", flush=True)
             break
-        f = lr_factor(frac, config.warmup_frac, min_frac=1.0 / config.steps)
-        for g in opt.param_groups:
-            g["lr"] = g["base_lr"] * f
+        apply_lr_factor(opt, warmup_cosine(frac, config.warmup_frac, min_frac=1.0 / config.steps))
         x, caps = stream.batch(step)
         x = (x.float() / 255.0 - mean) / std  # (B, 3, H, W)
         tokens = tokenizer(caps)  # (B, ctx)
@@ -493,15 +482,6 @@ def main(argv: list[str] | None = None) -> None:
     res = train(cfg, out_dir=args.out, progress=not args.no_progress)
     print(json.dumps({"wall_s": round(res.wall_s, 1), **res.metrics}, indent=2))
 
-
-class _CallableModule(types.ModuleType):
-    """Lets ``vlmkit.toyworld.train(config)`` call :func:`train` although ``train`` is also this module."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> TrainResult:
-        return train(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
 
 if __name__ == "__main__":
     main()

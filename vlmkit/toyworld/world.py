@@ -4,7 +4,8 @@ A scene is sampled as a :class:`SceneSpec` (plain attributes: which objects, whe
 which sign) and drawn by :func:`render_spec` into a :class:`Scene` (the RGB image plus per-object
 masks, visible masks and boxes, and the sign's word and boxes). Drawing is numpy-vectorised: each
 shape is an implicit function or polygon evaluated on the pixel grid inside the object's window, and
-words are PIL glyphs rasterised once per (word, font, pixel size) and cached as alpha masks.
+words are PIL glyphs rasterised once per (word, font, pixel size) and cached as alpha masks by
+:mod:`vlmkit.glyphs` (the same renderer as the typographic perturbation).
 
 Everything is deterministic given ``(seed, index)``: :func:`scene_rng` turns them into an independent
 :class:`numpy.random.Generator`, so scene ``i`` of a stream can be re-drawn on its own.
@@ -12,15 +13,14 @@ Everything is deterministic given ``(seed, index)``: :func:`scene_rng` turns the
 
 from __future__ import annotations
 
-import functools
 import math
-import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
+
+from vlmkit.glyphs import find_font, fit_glyph, render_glyph
 
 # ----------------------------------------------------------------------------------------------------
 # Vocabulary of the world
@@ -53,7 +53,6 @@ BACKGROUNDS: tuple[str, ...] = ("flat", "gradient", "stripes", "noise", "blotche
 OTHER_WORDS: tuple[str, ...] = ("cat", "dog", "fish", "apple", "tree", "car", "book", "stop", "sale", "open", "milk", "home")
 WORDS: tuple[str, ...] = SHAPES + OTHER_WORDS
 
-_DEJAVU_DIRS = ("/usr/share/fonts/truetype/dejavu", "/usr/share/fonts/dejavu", "/usr/share/fonts/TTF")
 #: Font styles used in training scenes (file names of DejaVu fonts).
 TRAIN_FONTS: tuple[str, ...] = ("DejaVuSans-Bold.ttf", "DejaVuSans.ttf", "DejaVuSansMono-Bold.ttf")
 #: A font never used in training scenes: the "synthetic" typographic style.
@@ -243,38 +242,16 @@ def scene_rng(seed: int, index: int, stream: int = 0) -> np.random.Generator:
 # ----------------------------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=None)
 def font_path(name: str) -> str | None:
-    """Absolute path of a DejaVu font file, or ``None`` when it is not installed."""
-    for d in _DEJAVU_DIRS:
-        p = Path(d) / name
-        if p.is_file():
-            return str(p)
-    try:
-        out = subprocess.run(["fc-list", ":", "file"], capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    for line in out.splitlines():
-        p = line.split(":")[0].strip()
-        if p.endswith("/" + name):
-            return p
-    return None
+    """Absolute path of a font file (e.g. a DejaVu ``"DejaVuSans-Bold.ttf"``), or ``None`` when it is not installed.
+
+    The lookup is :func:`vlmkit.glyphs.find_font` (cached there).
+    """
+    return find_font(name)
 
 
-@functools.lru_cache(maxsize=256)
-def _font(name: str, px: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    path = font_path(name)
-    if path is not None:
-        return ImageFont.truetype(path, px)
-    try:  # Pillow >= 10.1 scales its built-in font
-        return ImageFont.load_default(size=px)
-    except TypeError:  # pragma: no cover - very old Pillow
-        return ImageFont.load_default()
-
-
-@functools.lru_cache(maxsize=8192)
 def glyph_mask(word: str, font: str, px: int) -> np.ndarray:
-    """The word rasterised as an alpha mask, cropped to its ink.
+    """The word rasterised as an alpha mask, cropped to its ink (:func:`vlmkit.glyphs.render_glyph`).
 
     Args:
         word: Text to draw.
@@ -284,32 +261,13 @@ def glyph_mask(word: str, font: str, px: int) -> np.ndarray:
     Returns:
         ``(h, w)`` float32 alpha in [0, 1] (read-only, cached).
     """
-    f = _font(font, px)
-    x0, y0, x1, y1 = f.getbbox(word)
-    w, h = max(1, x1 - x0), max(1, y1 - y0)
-    im = Image.new("L", (w, h), 0)
-    ImageDraw.Draw(im).text((-x0, -y0), word, fill=255, font=f)
-    a = np.asarray(im, dtype=np.float32) / 255.0  # (h, w)
-    ys, xs = np.nonzero(a > 0)
-    if len(ys):
-        a = a[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
-    a = np.ascontiguousarray(a)
-    a.setflags(write=False)
-    return a
+    return render_glyph(word, font, px, crop=True)
 
 
 def fitted_glyph(word: str, font: str, px: int, max_w: int, min_px: int = 7) -> np.ndarray:
-    """:func:`glyph_mask` at the largest size ``<= px`` whose width fits ``max_w`` pixels."""
-    max_w = max(1, max_w)
-    while True:
-        g = glyph_mask(word, font, px)
-        if g.shape[1] <= max_w:
-            return g
-        if px <= min_px:  # still too wide at the smallest size: squeeze it (tiny images)
-            h = max(1, round(g.shape[0] * max_w / g.shape[1]))
-            im = Image.fromarray((g * 255).astype(np.uint8)).resize((max_w, h), Image.BILINEAR)
-            return np.asarray(im, dtype=np.float32) / 255.0
-        px -= 1
+    """:func:`glyph_mask` at the largest size ``<= px`` whose width fits ``max_w`` pixels
+    (:func:`vlmkit.glyphs.fit_glyph`; squeezed to ``max_w`` below ``min_px``)."""
+    return fit_glyph(word, font, px, max_w, min_px)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -623,7 +581,7 @@ def sample_spec(rng: np.random.Generator, config: WorldConfig = WorldConfig()) -
     bg_seed = int(rng.integers(2**31))
     u = rng.random()
     if u < config.p_sign_only:
-        sign = sample_sign(rng, sample_word(rng, config.p_shape_word), config.fonts, center=_sign_center(rng, ()))
+        sign = sample_sign(rng, sample_word(rng, config.p_shape_word), config.fonts, center=sign_center(rng, ()))
         return SceneSpec(objects=(), background=background, bg_seed=bg_seed, sign=sign, kind="sign")
     n = int(rng.choice(3, p=config.n_objects_p)) + 1
     positions = rng.permutation(len(POSITION_NAMES))[:n]
@@ -633,11 +591,11 @@ def sample_spec(rng: np.random.Generator, config: WorldConfig = WorldConfig()) -
     if u < config.p_sign + config.p_blank:
         word = sample_word(rng, config.p_shape_word) if u < config.p_sign else None
         kind = "objects+sign" if word is not None else "objects+blank"
-        sign = sample_sign(rng, word, config.fonts, center=_sign_center(rng, [o.position for o in objects]))
+        sign = sample_sign(rng, word, config.fonts, center=sign_center(rng, [o.position for o in objects]))
     return SceneSpec(objects=objects, background=background, bg_seed=bg_seed, sign=sign, kind=kind)
 
 
-def _sign_center(rng: np.random.Generator, used: list[str] | tuple[str, ...]) -> tuple[float, float]:
+def sign_center(rng: np.random.Generator, used: list[str] | tuple[str, ...]) -> tuple[float, float]:
     """A label centre: a free position anchor if any (jittered), else a random place."""
     free = [p for p in ("top", "bottom", "center") if p not in used]
     if free and rng.random() < 0.8:

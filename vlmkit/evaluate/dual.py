@@ -1,0 +1,273 @@
+"""Dual-encoder tasks of the engine: image–text retrieval and zero-shot classification.
+
+* ``retrieval`` (captioned images): image→text / text→image Recall@{1,5,10}, median ranks, flips of
+  the top-1 retrieved caption, retrieval margin (Radford et al. 2021; the COCO Karpathy protocol);
+* ``zeroshot`` (labelled or typographic images): top-1/top-5, ECE (Guo et al. 2017), label flips,
+  margin; for typographic sets also the share of predictions moved to the attack word
+  (Goh et al. 2021; SCAM, Westerhoff et al. 2025).
+
+Both add representation drift against control drift and, for ``token_layers``, Dirichlet energy and
+token drift of the vision tokens per layer. Attack cells use the task's white-box objective:
+zero-shot cross-entropy, image→text contrastive cross-entropy with every caption of an image a
+positive, or embedding drift (``attack_objective="drift"``, the FARE objective).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vlmkit.attacks import EmbeddingDrift, RetrievalCE, ZeroShotCE
+from vlmkit.data import CaptionedImages, LabelledImages, TypographicImages
+from vlmkit.errors import InputError
+from vlmkit.evaluate.cells import Cell
+from vlmkit.evaluate.task import Task, TaskData, stable_hash
+from vlmkit.metrics import (
+    class_probabilities,
+    dirichlet_energy,
+    expected_calibration_error,
+    flip_rates,
+    margin,
+    retrieval_metrics,
+    token_drift,
+    topk_accuracy,
+)
+from vlmkit.models import VLM, load_model
+from vlmkit.models.zeroshot import zero_shot_classifier
+from vlmkit.registry import TASKS
+
+OBJECTIVES = {"zeroshot": ZeroShotCE, "retrieval": RetrievalCE, "drift": EmbeddingDrift}
+#: Attacks whose own default objective is used unless ``attack_objective`` is given.
+OWN_OBJECTIVE = ("feature_pgd", "retrieval_pgd")
+
+
+class DualEncoderTask(Task):
+    """Common part of retrieval and zero-shot: a :class:`~vlmkit.VLM`, embeddings, drift, tokens.
+
+    Args:
+        token_layers: Layers whose vision tokens get Dirichlet energy and token drift.
+        attack_objective: Objective of attack cells ("zeroshot", "retrieval", "drift"); default: the task's.
+    """
+
+    dataset_types: tuple[type, ...] = ()
+
+    def __init__(self, token_layers: Sequence[int] = (), attack_objective: str | None = None) -> None:
+        self.token_layers = [int(i) for i in token_layers]
+        if attack_objective is not None and attack_objective not in OBJECTIVES:
+            raise InputError(f"attack_objective={attack_objective!r}; expected one of {sorted(OBJECTIVES)}")
+        self.attack_objective = attack_objective
+
+    def options(self) -> dict[str, Any]:
+        return {"token_layers": self.token_layers, "attack_objective": self.attack_objective}
+
+    def load_model(self, spec: str, device: torch.device) -> VLM:
+        return load_model(spec, device=device)
+
+    def check_dataset(self, dataset: Any) -> None:
+        if not isinstance(dataset, self.dataset_types):
+            raise InputError(f"task {self.name!r} needs a {' or '.join(t.__name__ for t in self.dataset_types)}, "
+                             f"got {type(dataset).__name__}")
+
+    def text_targets(self, vlm: VLM, dataset: Any) -> torch.Tensor:
+        """Caption embeddings ``(T, D)`` or class embeddings ``(C, D)``."""
+        raise NotImplementedError
+
+    def prepare(self, model: VLM, dataset: Any, *, image_size: int | None, cache: Any, cache_dir: Path | None,
+                progress: bool) -> TaskData:
+        self.check_dataset(dataset)
+        size = int(image_size or max(model.image_size))
+        images = dataset.load_images(size=size, cache_dir=cache_dir, progress=progress)  # (N, 3, S, S) uint8
+        if len(images) == 0:
+            raise InputError(f"dataset {getattr(dataset, 'name', '')!r} is empty")
+        texts = self.texts(dataset)
+        key = stable_hash(dataset.content_hash(), size, texts, self.options())
+        tkey = stable_hash("text", self.name, model_key(model), key)
+        hit = cache.get(tkey)
+        targets = hit["targets"] if hit else self.text_targets(model, dataset).detach()
+        if hit is None:
+            cache.put(tkey, {"targets": targets})
+        return TaskData(images, {"targets": targets.to(model.device), **self.extras(dataset)}, key=key)
+
+    def texts(self, dataset: Any) -> Any:
+        raise NotImplementedError
+
+    def extras(self, dataset: Any) -> dict[str, Any]:
+        return {}
+
+    # ------------------------------------------------------------------ per image
+    def outputs(self, model: VLM, data: TaskData, cell: Cell, x: torch.Tensor, index: torch.Tensor,
+                seed: int) -> dict[str, torch.Tensor]:
+        layers = self.token_layers
+        if not layers:
+            return {"emb": model.encode_image(x)}
+        emb, toks = model.encode_image_and_tokens(x, layers)
+        out = {"emb": emb}
+        clean_toks = None
+        if cell.kind != "clean":
+            x0 = data.images[index.to(data.images.device)].to(model.device).float().div_(255)
+            clean_toks = model.vision_tokens_layers(x0, layers)
+        for li, vt in toks.items():  # metrics in float32 (a no-op unless the tower ran in bf16)
+            out[f"dirichlet_L{li}"] = dirichlet_energy(vt.patches.float(), vt.grid)
+            out[f"token_drift_L{li}"] = (token_drift(clean_toks[li].patches.float(), vt.patches.float())
+                                         if clean_toks else torch.zeros(len(x), device=x.device))
+        return out
+
+    def scores(self, data: TaskData, emb: torch.Tensor) -> torch.Tensor:
+        """Image-to-target scores ``(N, T)`` (captions) or ``(N, C)`` (classes)."""
+        raise NotImplementedError
+
+    def flips(self, data: TaskData, out: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.scores(data, data.clean["emb"]).argmax(1), self.scores(data, out["emb"]).argmax(1)
+
+    def metrics(self, data: TaskData, cell: Cell, out: dict[str, torch.Tensor], seed: int) -> dict[str, float]:
+        emb, emb0 = out["emb"], data.clean["emb"]
+        scores = self.scores(data, emb)
+        m = self.task_metrics(data, emb, scores)
+        m["margin_mean"] = float(margin(scores).mean())
+        m.update(self.drift(emb0, emb, seed))
+        if cell.kind != "clean":
+            pred0, pred = self.flips(data, out)
+            m["IFR"] = flip_rates(pred0, pred)["IFR"]
+        for k, v in out.items():
+            if k.startswith(("dirichlet_L", "token_drift_L")) and not (cell.kind == "clean" and k.startswith("token")):
+                m[k] = float(v.mean())
+        return m
+
+    def task_metrics(self, data: TaskData, emb: torch.Tensor, scores: torch.Tensor) -> dict[str, float]:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ attacks
+    def attack_batch(self, data: TaskData, index: torch.Tensor, device: torch.device) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def attack_inputs(self, model: VLM, data: TaskData, cell: Cell, index: torch.Tensor) -> tuple[Any, dict[str, Any]]:
+        kind = self.attack_objective or ("default" if cell.name in OWN_OBJECTIVE else self.name)
+        objective = OBJECTIVES[kind]() if kind != "default" else None
+        batch = {"text_emb": data.extras["targets"], **self.attack_batch(data, index, model.device)}
+        return objective, batch
+
+
+@TASKS.register("retrieval", kind="grid", dataset="CaptionedImages", models="any VLM (dual encoder)")
+class RetrievalTask(DualEncoderTask):
+    """Image–text retrieval on captioned images (see the module docstring)."""
+
+    name = "retrieval"
+    dataset_types = (CaptionedImages,)
+
+    def texts(self, dataset: CaptionedImages) -> list[str]:
+        return list(dataset.captions)
+
+    def text_targets(self, vlm: VLM, dataset: CaptionedImages) -> torch.Tensor:
+        return vlm.encode_text(dataset.captions)
+
+    def extras(self, dataset: CaptionedImages) -> dict[str, Any]:
+        return {"text_to_image": dataset.text_to_image}
+
+    def scores(self, data: TaskData, emb: torch.Tensor) -> torch.Tensor:
+        return emb @ data.extras["targets"].to(emb.device).T  # (N, T)
+
+    def task_metrics(self, data: TaskData, emb: torch.Tensor, scores: torch.Tensor) -> dict[str, float]:
+        return dict(retrieval_metrics(emb, data.extras["targets"], data.extras["text_to_image"]))
+
+    def attack_batch(self, data: TaskData, index: torch.Tensor, device: torch.device) -> dict[str, Any]:
+        img = index.to(device)
+        # every caption of each image is a positive
+        return {"positives": data.extras["text_to_image"].to(device)[None, :] == img[:, None]}  # (B, T)
+
+
+@TASKS.register("zeroshot", kind="grid", dataset="LabelledImages, TypographicImages",
+                models="any VLM (dual encoder)")
+class ZeroShotTask(DualEncoderTask):
+    """Zero-shot classification with a prompt ensemble (see the module docstring).
+
+    Args:
+        templates: Prompt templates of the class embeddings (CLIP's prompt ensemble, Radford et al. 2021).
+        token_layers, attack_objective: As :class:`DualEncoderTask`.
+    """
+
+    name = "zeroshot"
+    dataset_types = (LabelledImages, TypographicImages)
+
+    def __init__(self, templates: Sequence[str] = ("a photo of a {}.",), token_layers: Sequence[int] = (),
+                 attack_objective: str | None = None) -> None:
+        super().__init__(token_layers, attack_objective)
+        if isinstance(templates, str) or not templates or not all(isinstance(t, str) and "{}" in t for t in templates):
+            raise InputError(f"templates={templates!r}; expected a non-empty list of strings with a '{{}}' slot")
+        self.templates = list(templates)
+
+    def options(self) -> dict[str, Any]:
+        return {**super().options(), "templates": self.templates}
+
+    def texts(self, dataset: Any) -> list[str]:
+        return list(dataset.classnames)
+
+    def text_targets(self, vlm: VLM, dataset: Any) -> torch.Tensor:
+        return zero_shot_classifier(vlm, dataset.classnames, self.templates)
+
+    def extras(self, dataset: Any) -> dict[str, Any]:
+        return {"labels": dataset.labels, "attack_labels": getattr(dataset, "attack_labels", None),
+                "classnames": list(dataset.classnames)}
+
+    def prepare(self, model: VLM, dataset: Any, **kwargs: Any) -> TaskData:
+        data = super().prepare(model, dataset, **kwargs)
+        data.extras["model"] = model  # similarity uses the model's logit scale (and bias, for SigLIP)
+        return data
+
+    def context(self, data: TaskData, index: torch.Tensor) -> dict[str, Any]:
+        return {"classnames": data.extras["classnames"], "labels": data.extras["labels"][index]}
+
+    def scores(self, data: TaskData, emb: torch.Tensor) -> torch.Tensor:
+        return data.extras["model"].similarity(emb, data.extras["targets"].to(emb.device))  # (N, C)
+
+    def task_metrics(self, data: TaskData, emb: torch.Tensor, scores: torch.Tensor) -> dict[str, float]:
+        labels = data.extras["labels"]
+        m = dict(topk_accuracy(scores, labels, ks=(1, 5)))
+        probs = class_probabilities(scores, sigmoid=data.extras["model"].logit_bias is not None)
+        m["ece"] = expected_calibration_error(probs, labels)
+        attack = data.extras["attack_labels"]
+        if attack is not None:
+            m["attack_word_rate"] = float((scores.argmax(1) == attack).float().mean())
+        return m
+
+    def attack_batch(self, data: TaskData, index: torch.Tensor, device: torch.device) -> dict[str, Any]:
+        return {"labels": data.extras["labels"][index].to(device)}
+
+
+def model_key(model: Any) -> str:
+    """Identity of a model's numbers: its name and a fingerprint of its weights (shapes, sums, samples).
+
+    Two loads of the same weights give the same key; re-trained weights under the same spec (a local
+    checkpoint overwritten) give a new one, so cached cells are not reused for them.
+    """
+    params = getattr(model, "state_dict", None)
+    if params is None:
+        return stable_hash(getattr(model, "name", type(model).__name__))
+    h = []
+    with torch.no_grad():
+        for name, t in params().items():
+            if not torch.is_tensor(t) or t.numel() == 0:
+                continue
+            flat = t.detach().reshape(-1)
+            step = max(1, flat.numel() // 64)
+            h.append((name, tuple(t.shape), str(t.dtype), float(flat.double().sum()) if flat.is_floating_point()
+                      else int(flat.sum()), flat[::step][:64].double().tolist()))
+    return stable_hash(getattr(model, "name", type(model).__name__), h)
+
+
+def infer_task(dataset: Any) -> str:
+    """The task a dataset is evaluated with: its own ``task`` attribute, or from its type."""
+    own = getattr(dataset, "task", None)  # task datasets (SegmentationSet, QuestionSet) name theirs
+    if isinstance(own, str):
+        return own
+    if isinstance(dataset, CaptionedImages):
+        return "retrieval"
+    if isinstance(dataset, (LabelledImages, TypographicImages)):
+        return "zeroshot"
+    raise InputError(f"cannot infer a task for {type(dataset).__name__}; pass task='retrieval', 'zeroshot' "
+                     f"or a registered grid task ({TASKS.list(kind='grid')})")
+
+
+__all__ = ["DualEncoderTask", "RetrievalTask", "ZeroShotTask", "infer_task", "model_key"]

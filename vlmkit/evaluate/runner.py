@@ -1,0 +1,218 @@
+"""The one runner: the cells of one task model on one dataset, cached, resumable, batch-size invariant.
+
+For every task (:class:`~vlmkit.evaluate.task.Task`) the runner owns:
+
+* **the images of a cell**: clean, a perturbation through :meth:`Cell.apply` (image ``i`` draws from
+  ``derive_seed(seed, cell.key, i)``), or an attack with the task's objective and one generator per
+  image for its random start — so the numbers do not depend on the batch size, the worker count or
+  the executor;
+* **the run key**: a hash of everything that changes the numbers (task and its options, model name
+  and weights fingerprint, precision, dataset content and subset, texts, templates, image size, seed,
+  engine version). Per-image outputs are cached under ``hash(run key, cell key)`` and finished cells
+  are stored under the run key, so a changed input recomputes and an unchanged one is skipped;
+* out-of-memory back-off, the speed options of a :class:`~vlmkit.VLM` (``VLM.fast``), the tidy rows
+  (with ``task``, ``run`` and ``config`` columns) and per-family IFR/IV.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from vlmkit.errors import InputError
+from vlmkit.evaluate.cache import TensorCache
+from vlmkit.evaluate.cells import CLEAN, Cell
+from vlmkit.evaluate.store import ResultsStore
+from vlmkit.evaluate.task import Task, TaskData, stable_hash
+from vlmkit.metrics import flip_rates
+from vlmkit.registry import ATTACKS
+from vlmkit.results import make_row, provenance_label
+from vlmkit.runtime import auto_batch_size, item_generators, resolve_dtype, run_batched_with_backoff
+
+#: Bump when what a cached output or a stored cell means changes.
+ENGINE_VERSION = "2"
+
+
+def precision_name(precision: str | torch.dtype | None) -> str | None:
+    """Canonical name of a mixed precision ("bf16", "fp16") or None for float32."""
+    if precision is None:
+        return None
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(resolve_dtype(precision))
+
+
+def model_provenance(model: Any) -> dict[str, str]:
+    """Extra result columns saying how a model was made: ``provenance`` for robust fine-tuned models."""
+    meta = getattr(model, "meta", None)
+    prov = meta.get("robust") if isinstance(meta, dict) else None
+    if not prov:
+        return {}
+    return {"provenance": provenance_label(prov)}
+
+
+class Runner:
+    """Runs the cells of one task model on one dataset (see the module docstring).
+
+    Args:
+        task: The task.
+        model: Its loaded model.
+        data: What :meth:`Task.prepare` returned.
+        model_key: Identity of the model's weights (:func:`vlmkit.evaluate.dual.model_key`).
+        store: Results store of the grid folder.
+        cache: Tensor cache of the grid folder.
+        dataset_name: Name of the dataset in the rows.
+        seed: The grid's seed.
+        batch_size: Images per forward pass, or "auto" (from free memory on CUDA).
+        progress: Progress bars.
+        precision, channels_last, compile: Speed options of a VLM (``VLM.fast``); float32 by default.
+        image_size: Decode size (recorded in ``config``).
+    """
+
+    def __init__(self, task: Task, model: Any, data: TaskData, *, model_key: str, store: ResultsStore,
+                 cache: TensorCache, dataset_name: str, seed: int, batch_size: int | str, progress: bool,
+                 precision: str | torch.dtype | None = None, channels_last: bool = False,
+                 compile: bool | str = False) -> None:
+        if not (batch_size == "auto" or (isinstance(batch_size, int) and not isinstance(batch_size, bool)
+                                         and batch_size > 0)):
+            raise InputError(f"batch_size={batch_size!r}; expected a positive int or 'auto'")
+        self.task, self.model, self.data = task, model, data
+        self.store, self.cache = store, cache
+        self.dataset_name, self.seed, self.batch_size, self.progress = dataset_name, int(seed), batch_size, progress
+        self.precision = precision_name(precision)
+        self.channels_last, self.compile = bool(channels_last), compile
+        if (self.precision or self.channels_last or self.compile) and not hasattr(model, "fast"):
+            raise InputError(f"precision/channels_last/compile need a VLM image tower; task {task.name!r} "
+                             f"model {task.model_name(model)!r} has none")
+        self.model_name = task.model_name(model)
+        # bf16 cells are stored apart from float32 ones, so both can share an out_dir
+        self.store_model = self.model_name + (f"@{self.precision}" if self.precision else "")
+        self.config = {"task": task.name, **task.options(), "image_size": int(data.images.shape[-1]),
+                       "precision": self.precision or "float32"}
+        self.run_key = stable_hash(ENGINE_VERSION, task.name, model_key, data.key, self.config, self.seed)
+        self._batch_sizes: dict[str, int] = {}  # per cell kind (and attack): the size that fits, once known
+        self.computed: list[str] = []  # cell keys computed (not read from the store) in this run
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device(getattr(self.model, "device", "cpu"))
+
+    def fast(self) -> contextlib.AbstractContextManager:
+        """The model's speed options for the whole cell (encoding and attack steps)."""
+        if not (self.precision or self.channels_last or self.compile):
+            return contextlib.nullcontext()
+        return self.model.fast(precision=self.precision, channels_last=self.channels_last, compile=self.compile)
+
+    # ------------------------------------------------------------------ images of a cell
+    def cell_images(self, cell: Cell, index: torch.Tensor) -> torch.Tensor:
+        """The images the engine measures for ``cell`` at dataset items ``index`` ``(b,)`` → ``(b, 3, S, S)``."""
+        imgs = self.data.images
+        x = imgs[index.to(imgs.device)].to(self.device, non_blocking=True).float().div_(255)  # (b, 3, S, S)
+        if cell.kind == "attack":
+            objective, batch = self.task.attack_inputs(self.model, self.data, cell, index)
+            gens = item_generators(self.seed, cell.key, index, self.device)
+            attack = ATTACKS.create(cell.name, objective, generator=gens, **dict(cell.params))
+            return attack(self.model, x, batch).detach()
+        return cell.apply(x, index, seed=self.seed, context=self.task.context(self.data, index))
+
+    # ------------------------------------------------------------------ outputs of a cell
+    def cell_outputs(self, cell: Cell) -> dict[str, torch.Tensor]:
+        """Per-item outputs of every image under ``cell``, cached."""
+        key = stable_hash(self.run_key, cell.key)
+        hit = self.cache.get(key)
+        if hit is not None:
+            return hit
+
+        def batch(start: int, stop: int) -> dict[str, torch.Tensor]:
+            index = torch.arange(start, stop)
+            x = self.cell_images(cell, index)
+            with torch.inference_mode():
+                return self.task.outputs(self.model, self.data, cell, x, index, self.seed)
+
+        n = len(self.data)
+        kind = cell.name if cell.kind == "attack" else "encode"
+        with self.fast():
+            if self.batch_size == "auto":  # probed once per kind, then the size that worked
+                bs = self._batch_sizes.get(kind) or auto_batch_size(batch, n, self.device,
+                                                                    default=self.task.default_batch_size)
+            else:
+                bs = int(self.batch_size)
+            parts = run_batched_with_backoff(batch, n, bs, desc=cell.label(), progress=self.progress)
+            self._batch_sizes[kind] = parts.batch_size
+        out = {k: torch.cat([p[k] for p in parts]).cpu() for k in parts[0]}
+        out = {k: v.float() if v.is_floating_point() else v for k, v in out.items()}
+        self.cache.put(key, out)
+        return out
+
+    # ------------------------------------------------------------------ rows
+    def rows(self, cell: Cell, metrics: dict[str, float], seconds: float, *, n: int | None = None,
+             kind: str | None = None, perturbation: str | None = None, params: Any = None,
+             family: str | None = None, label: str | None = None, key: str | None = None) -> list[dict[str, Any]]:
+        extra = {"precision": self.precision} if self.precision else {}
+        return [make_row(model=self.model_name, dataset=self.dataset_name,
+                         perturbation=perturbation or cell.name, params=cell.params if params is None else params,
+                         severity=cell.severity, metric=k, value=v, n=len(self.data) if n is None else n,
+                         seed=self.seed, family=family or cell.family, kind=kind or cell.kind, cell=key or cell.key,
+                         label=label or cell.label(), seconds=round(seconds, 4), task=self.task.name,
+                         run=self.run_key, config=json.dumps(self.config, sort_keys=True),
+                         **model_provenance(self.model), **extra)
+                for k, v in metrics.items()]
+
+    def check(self, cells: Sequence[Cell]) -> None:
+        """Refuse, before any work, cells the task cannot run."""
+        for c in cells:
+            if not isinstance(c, Cell):
+                raise InputError(f"cells must be vlmkit.evaluate.Cell objects, got {type(c).__name__}")
+            if c.kind == "attack" and not self.task.attacks_supported:
+                self.task.attack_inputs(self.model, self.data, c, torch.arange(0))  # raises its own message
+
+    def run(self, cells: Sequence[Cell]) -> list[str]:
+        """Evaluate the clean cell and ``cells``; returns the run's cell keys (family rows included)."""
+        self.check(cells)
+        todo = [CLEAN] + [c for c in cells if c.kind != "clean"]
+        for cell in tqdm(todo, desc=f"{self.model_name} × {self.dataset_name}", disable=not self.progress):
+            done = self.store.is_done(self.store_model, self.dataset_name, self.run_key, cell.key)
+            if done and cell.kind != "clean":
+                continue
+            t0 = time.perf_counter()
+            out = self.cell_outputs(cell)
+            if cell.kind == "clean":
+                self.data.clean = out
+                if done:
+                    continue
+            metrics = self.task.metrics(self.data, cell, out, self.seed)
+            self.store.write_cell(self.store_model, self.dataset_name, self.run_key, cell.key,
+                                  self.rows(cell, metrics, time.perf_counter() - t0))
+            self.computed.append(cell.key)
+        return [c.key for c in todo] + self.family_flips(cells)
+
+    def family_flips(self, cells: Sequence[Cell]) -> list[str]:
+        """IFR and IV over each perturbation family and over all cells, from cached outputs.
+
+        Family rows describe the cells of this call; they are rewritten by every call.
+        """
+        fams: dict[str, list[torch.Tensor]] = {}
+        pred0 = None
+        for cell in cells:
+            if cell.kind == "clean":
+                continue
+            pred0, pred = self.task.flips(self.data, self.cell_outputs(cell))
+            fams.setdefault(cell.family, []).append(pred)
+            fams.setdefault("all", []).append(pred)
+        keys = []
+        for fam, preds in fams.items():
+            r = flip_rates(pred0, torch.stack(preds))
+            key = f"family-{stable_hash(fam)}"
+            rows = self.rows(CLEAN, {k: r[k] for k in ("IFR", "IV")}, 0.0, n=len(pred0), kind="family",
+                             perturbation=f"family:{fam}", params={"cells": len(preds)}, family=fam,
+                             label=f"family:{fam}", key=key)
+            self.store.write_cell(self.store_model, self.dataset_name, self.run_key, key, rows)
+            keys.append(key)
+        return keys
+
+
+__all__ = ["ENGINE_VERSION", "Runner", "model_provenance", "precision_name"]

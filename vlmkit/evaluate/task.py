@@ -1,0 +1,143 @@
+"""The task interface of the one evaluation engine.
+
+Every task — image–text retrieval and zero-shot classification of dual encoders
+(:mod:`vlmkit.evaluate.dual`), text-prompted segmentation and answer scoring of generative VLMs
+(:mod:`vlmkit.tasks`) — is a :class:`Task` run by the same :class:`~vlmkit.evaluate.runner.Runner`,
+which owns the cells, the seeding rule, the caches, the out-of-memory back-off, the rows and the
+per-family flip rates. A task says what is specific to it:
+
+* :meth:`Task.load_model` (from a spec) and :meth:`Task.prepare` (decode the dataset once, embed
+  texts once) → :class:`TaskData`, whose :attr:`TaskData.key` hashes everything the task's numbers
+  depend on besides the model and the cell (dataset content and subset, texts, templates, size, options);
+* :meth:`Task.outputs`: per-image outputs of a batch of (perturbed) images, cached per cell;
+* :meth:`Task.metrics` of a cell from its outputs, and :meth:`Task.flips`: what counts as a changed
+  prediction for IFR/IV;
+* :meth:`Task.attack_inputs`: the white-box objective and its batch for attack cells;
+* :meth:`Task.context`: what perturbations that need it get (class names, per-image labels).
+
+Tasks are registered in :data:`vlmkit.registry.TASKS` with ``kind="grid"``.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vlmkit.errors import InputError
+from vlmkit.evaluate.cells import Cell
+from vlmkit.metrics import drift_summary
+from vlmkit.runtime import make_generator
+
+
+def stable_hash(*parts: Any) -> str:
+    """The engine's key hash: SHA-256 of the parts' JSON, 16 hex digits."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass
+class TaskData:
+    """What every cell of one model × dataset needs besides its own images (built by :meth:`Task.prepare`).
+
+    Attributes:
+        images: ``uint8`` ``(N, 3, S, S)`` decoded once.
+        extras: Task-specific tensors and lists (caption or class embeddings, masks, options, answers ...).
+        key: Hash of everything the task's outputs depend on besides the model and the cell.
+        clean: The clean cell's outputs, set by the runner before any other cell runs.
+    """
+
+    images: torch.Tensor
+    extras: dict[str, Any] = field(default_factory=dict)
+    key: str = ""
+    clean: dict[str, torch.Tensor] | None = None
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+class Task(abc.ABC):
+    """A task evaluated cell by cell (see the module docstring)."""
+
+    #: Registry name, also the ``task`` column of the rows.
+    name: str = "task"
+    #: Batch size when ``batch_size="auto"`` finds no accelerator to size from.
+    default_batch_size: int = 64
+
+    def options(self) -> dict[str, Any]:
+        """Options that change the task's numbers (part of every cache and result key)."""
+        return {}
+
+    @abc.abstractmethod
+    def load_model(self, spec: str, device: torch.device) -> Any:
+        """Load the task model named by ``spec``."""
+
+    def model_name(self, model: Any) -> str:
+        """The model's name in the rows."""
+        return str(getattr(model, "name", type(model).__name__))
+
+    @abc.abstractmethod
+    def prepare(self, model: Any, dataset: Any, *, image_size: int | None, cache: Any, cache_dir: Path | None,
+                progress: bool) -> TaskData:
+        """Decode the dataset once and compute what every cell shares (text embeddings, targets).
+
+        ``cache`` is the grid's :class:`~vlmkit.evaluate.cache.TensorCache` for shared tensors.
+        """
+
+    def context(self, data: TaskData, index: torch.Tensor) -> dict[str, Any]:
+        """Keywords offered to perturbations of images ``index`` (e.g. ``classnames``, ``labels``)."""
+        return {}
+
+    @abc.abstractmethod
+    def outputs(self, model: Any, data: TaskData, cell: Cell, x: torch.Tensor, index: torch.Tensor,
+                seed: int) -> dict[str, torch.Tensor]:
+        """Per-item outputs ``{name: (b, ...)}`` for images ``x`` ``(b, 3, S, S)``, items ``index`` ``(b,)``."""
+
+    @abc.abstractmethod
+    def metrics(self, data: TaskData, cell: Cell, out: dict[str, torch.Tensor], seed: int) -> dict[str, float]:
+        """Summary metrics of one cell from its outputs (``data.clean`` holds the clean outputs)."""
+
+    @abc.abstractmethod
+    def flips(self, data: TaskData, out: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(clean_pred (N,), pred (N,))`` whose disagreement counts as a flip for IFR/IV."""
+
+    def attack_inputs(self, model: Any, data: TaskData, cell: Cell, index: torch.Tensor
+                      ) -> tuple[Any, dict[str, Any]]:
+        """``(objective or None for the attack's default, batch)`` for an attack cell on items ``index``.
+
+        Raises:
+            InputError: The task has no white-box objective.
+        """
+        raise InputError(f"task {self.name!r} has no white-box attack objective: use clean and perturbation cells "
+                         f"(got attack cell {cell.label()!r})")
+
+    @property
+    def attacks_supported(self) -> bool:
+        return type(self).attack_inputs is not Task.attack_inputs
+
+    @staticmethod
+    def drift(clean: torch.Tensor, perturbed: torch.Tensor, seed: int) -> dict[str, float]:
+        """Representation drift against control drift (:func:`vlmkit.metrics.drift_summary`).
+
+        The control pairs are drawn from ``seed`` (the same pairs for every cell of a run); with a single
+        item there is no control pair and only the drift itself is reported.
+        """
+        if len(clean) > 1:
+            return drift_summary(clean, perturbed, make_generator(seed))
+        d = 1 - torch.nn.functional.cosine_similarity(clean.float(), perturbed.float(), dim=-1)
+        return {"drift_mean": float(d.mean()), "drift_median": float(d.median())}
+
+
+def check_task_options(task: str, given: Mapping[str, Any], allowed: set[str]) -> None:
+    """Refuse options a task does not take, naming them and the ones it does."""
+    bad = sorted(set(given) - allowed)
+    if bad:
+        raise InputError(f"task {task!r} takes no option(s) {bad}; it takes {sorted(allowed) or 'none'}")
+
+
+__all__ = ["Task", "TaskData", "check_task_options", "stable_hash"]
