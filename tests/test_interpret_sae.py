@@ -215,13 +215,13 @@ def test_sae_study_rows_latents_and_ms(tmp_path):
     from _tiny import tiny_vit_model
 
     from vlmkit.interpret import sae_study
-    from vlmkit.perturb import apply_perturbation
+    from vlmkit.evaluate import Cell
 
     vlm = tiny_vit_model(tmp_path / "cfgs")
     x = torch.rand(12, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     classes = ["circle", "star", "moon"]
     y = torch.arange(12) % 3
-    xp = apply_perturbation("typographic", x, 3, seed=0, classnames=classes, labels=y)
+    xp = Cell("perturbation", "typographic", 3).apply(x, range(12), seed=0, context={"classnames": classes, "labels": y})
     assert not torch.equal(xp, x)
     labels = [classes[int(i)] for i in y]
     cfg = SAEConfig(n_latents=16, k=4, steps=30, batch_size=16)

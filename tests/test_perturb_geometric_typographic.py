@@ -10,7 +10,7 @@ import vlmkit.perturb.frequency  # noqa: F401  (registers band_noise for the com
 import vlmkit.perturb.geometric as G
 import vlmkit.perturb.typographic as T
 from vlmkit.errors import InputError
-from vlmkit.perturb.base import PerturbationSpec, compose
+from vlmkit.perturb.base import compose
 from vlmkit.registry import PERTURBATIONS
 
 GEOMETRIC = ["translate", "pad_crop", "scale", "scale_pad", "rotate", "crop"]
@@ -164,7 +164,7 @@ def test_empty_and_random_modes():
 
 def test_compose_example():
     chain = compose(("translate", 1, {"dx": 2, "dy": 0}), ("band_noise", 2, {"band": "high"}),
-                    PerturbationSpec("typographic", 1, {"text": "dog", "position": "center"}))
+                    ("typographic", 1, {"text": "dog", "position": "center"}))
     x = _images(b=2, h=32, w=32)
     y = chain(x, generator=_g(7))
     assert y.shape == x.shape and float(y.min()) >= 0 and float(y.max()) <= 1

@@ -11,17 +11,15 @@ A perturbation is a **pure function** on a batch of float images in ``[0, 1]``::
 * runs on CPU and GPU, batched (no per-image Python loops where a batched kernel exists).
 
 Register with :func:`register_perturbation`, which records the family and the valid severities and
-wraps the function with input validation. :class:`PerturbationSpec` names one cell of a grid
-(name × severity × params) with a stable key.
+wraps the function with input validation. In a grid, a perturbation (name × severity × params) is a
+:class:`vlmkit.evaluate.Cell`, applied to dataset images with per-image seeds by ``Cell.apply`` — the one
+seeded way to apply it.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -82,48 +80,27 @@ def register_perturbation(name: str, family: str, severities: Sequence[int | flo
     return deco
 
 
-@dataclass(frozen=True)
-class PerturbationSpec:
-    """One perturbation cell of a grid: ``name`` at ``severity`` with extra ``params``.
-
-    ``key`` is a stable hash of (name, severity, params), used to cache and resume.
-    """
-
-    name: str
-    severity: int | float = 1
-    params: Mapping[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        PERTURBATIONS.get(self.name)  # unknown names fail early, with near matches
-
-    @property
-    def key(self) -> str:
-        blob = json.dumps({"name": self.name, "severity": self.severity, "params": dict(self.params)}, sort_keys=True,
-                          default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-    @property
-    def family(self) -> str:
-        return str(PERTURBATIONS.meta(self.name).get("family", ""))
-
-    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        return PERTURBATIONS.get(self.name)(x, self.severity, generator=generator, **dict(self.params))
-
-
-def compose(*steps: PerturbationSpec | tuple[str, int | float] | tuple[str, int | float, Mapping[str, Any]]
+def compose(*steps: tuple[str, int | float] | tuple[str, int | float, Mapping[str, Any]]
             ) -> Callable[..., torch.Tensor]:
     """Chain perturbations left to right: ``compose(("jpeg_compression", 3), ("gaussian_noise", 2))(x, generator=g)``.
 
-    Every step draws from the same generator in order, so the chain is deterministic given it.
+    Each step is ``(name, severity)`` or ``(name, severity, params)``; unknown names fail here. Every step
+    draws from the same generator in order, so the chain is deterministic given it. (In a grid, a
+    perturbation is a :class:`vlmkit.evaluate.Cell`, applied with per-image seeds by ``Cell.apply``.)
     """
-    specs = [s if isinstance(s, PerturbationSpec) else PerturbationSpec(*s) for s in steps]
+    specs: list[tuple[str, int | float, dict[str, Any]]] = []
+    for s in steps:
+        if not isinstance(s, tuple) or len(s) not in (2, 3):
+            raise InputError(f"compose() step {s!r}: expected (name, severity) or (name, severity, params)")
+        PERTURBATIONS.get(s[0])  # unknown names fail early, with near matches
+        specs.append((s[0], s[1], dict(s[2]) if len(s) == 3 else {}))
     if not specs:
         raise InputError("compose() needs at least one perturbation")
 
     def chained(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         g = default_generator(x, generator)
-        for spec in specs:
-            x = spec(x, generator=g)
+        for name, severity, params in specs:
+            x = PERTURBATIONS.get(name)(x, severity, generator=g, **params)
         return x
 
     chained.specs = specs  # type: ignore[attr-defined]
