@@ -243,3 +243,20 @@ def test_grid_from_spec_string(tmp_path, clipseg_dir, toy_seg):
     table = evaluate_grid([str(clipseg_dir)], toy_seg, perturbation_cells(["jpeg_compression"], [1]),
                           out_dir=tmp_path / "g", image_size=32, progress=False)
     assert set(table["model"]) == {str(clipseg_dir)}
+
+
+def test_model_key_follows_the_weights_of_a_task_model(seg_model):
+    """A task model wraps its network as ``.model``: its cache key still changes with its weights."""
+    from vlmkit.evaluate import model_key
+
+    before = model_key(seg_model)
+    p = next(seg_model.model.parameters())
+    saved = p.detach().clone()
+    with torch.no_grad():
+        p.add_(0.25)
+    try:
+        assert model_key(seg_model) != before
+    finally:
+        with torch.no_grad():
+            p.copy_(saved)
+    assert model_key(seg_model) == before

@@ -103,21 +103,25 @@ def remove_stale_temporaries(root: str | os.PathLike, max_age_s: float = 24 * 36
     """Delete temporary files of :func:`atomic_write` under ``root`` whose writer is gone.
 
     A file is stale when its writer ran on this host and that process no longer exists, or when it is
-    older than ``max_age_s`` (writers on other hosts of a cluster). Files of live writers are kept, so a
-    resumed run never removes the file a concurrent worker is writing. Returns the removed paths.
+    older than ``max_age_s`` (writers on other hosts of a cluster). A temporary file that names no
+    writer (written before writers were named) is stale after a minute. Files of live writers are kept,
+    so a resumed run never removes the file a concurrent worker is writing. Returns the removed paths.
     """
     pattern = re.compile(r"^\..+\.(?P<host>[^.]+)\.(?P<pid>\d+)\.[^.]+\.tmp$")
     host, now, removed = _writer_tag().split(".")[0], time.time(), []
     for f in Path(root).rglob(f".*{_TMP_SUFFIX}"):
         m = pattern.match(f.name)
         try:
-            old = now - f.stat().st_mtime > max_age_s
-            mine_dead = m is not None and m["host"] == host and not _pid_alive(int(m["pid"]))
-            if old or mine_dead or m is None and now - f.stat().st_mtime > 60:
-                f.unlink()
-                removed.append(f)
+            age = now - f.stat().st_mtime
         except FileNotFoundError:  # finished or removed meanwhile
             continue
+        if m is None:
+            stale = age > 60
+        else:
+            stale = age > max_age_s or (m["host"] == host and not _pid_alive(int(m["pid"])))
+        if stale:
+            f.unlink(missing_ok=True)
+            removed.append(f)
     return removed
 
 

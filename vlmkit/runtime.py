@@ -114,15 +114,19 @@ def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Gener
     return g
 
 
+def stable_hash(*parts: object) -> str:
+    """16 hex digits of SHA-256 over the JSON of ``parts`` (keys sorted): the key hash of caches and seeds."""
+    return hashlib.sha256(json.dumps(list(parts), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def derive_seed(*parts: object) -> int:
-    """A seed in ``[0, 2**62)`` that is a pure function of ``parts`` (SHA-256 of their JSON).
+    """A seed in ``[0, 2**62)`` that is a pure function of ``parts`` (:func:`stable_hash` as a number).
 
     The counter-based seeding rule of the engine: the randomness applied to item ``i`` of a dataset
     under one grid cell is drawn from ``derive_seed(seed, cell_key, i)``, never from a batch, so
     every batch size, worker count and executor gives the same inputs.
     """
-    blob = json.dumps(list(parts), sort_keys=True, default=str).encode()
-    return int(hashlib.sha256(blob).hexdigest()[:16], 16) % (2**62)
+    return int(stable_hash(*parts), 16) % (2**62)
 
 
 def item_generators(seed: int, key: str, indices: Sequence[int] | torch.Tensor,

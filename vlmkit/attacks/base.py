@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from vlmkit.errors import InputError
+from vlmkit.models.base import torch_module
 from vlmkit.perturb.base import check_images
 from vlmkit.perturb.frequency import check_budget, check_norm
 from vlmkit.runtime import autocast, make_generator, resolve_dtype
@@ -232,9 +233,8 @@ class Attack:
             raise InputError("x is an empty batch (B=0)")
         if batch is not None and not isinstance(batch, Mapping):
             raise InputError(f"batch must be a mapping (dict) of what the objective needs, got {type(batch).__name__}")
-        # a VLM is an nn.Module; a task model (CLIPSeg, an answer scorer) wraps one as ``.model``
-        net = model if isinstance(model, nn.Module) else getattr(model, "model", None)
-        if not isinstance(net, nn.Module):
+        net = torch_module(model)  # a VLM, or the network a task model (CLIPSeg, an answer scorer) wraps
+        if net is None:
             raise InputError(f"model must be an nn.Module or wrap one as .model, got {type(model).__name__}")
         device = next(iter(net.parameters()), torch.empty(0)).device
         x = x.detach().to(device=device, dtype=torch.float32)

@@ -15,7 +15,7 @@ called once on the clean images before the attack (e.g. to compute clean embeddi
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -23,7 +23,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlmkit.errors import InputError
-from vlmkit.models.zeroshot import zero_shot_classifier
 
 
 def _need(batch: Mapping[str, Any], key: str, who: str, what: str) -> Any:

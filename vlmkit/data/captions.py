@@ -6,7 +6,6 @@ between them, so retrieval metrics can use ``positive_mask()`` ``(N, T)`` direct
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,8 +13,9 @@ from typing import Any
 
 import torch
 
+from vlmkit.data.files import check_dir, read_json
 from vlmkit.data.images import ImageDataset, OnError, check_on_error
-from vlmkit.errors import DataError, DataNotFoundError, EmptyDatasetError, did_you_mean
+from vlmkit.errors import DataError, EmptyDatasetError, did_you_mean
 
 
 @dataclass(frozen=True)
@@ -121,24 +121,6 @@ class CaptionedImages(ImageDataset):
         }
 
 
-def _read_json(path: Path, what: str) -> Any:
-    if not path.is_file():
-        raise DataNotFoundError(f"{what} not found: {path}")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise DataError(f"{what} {path} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}") from e
-    except UnicodeDecodeError as e:
-        raise DataError(f"{what} {path} is not UTF-8 text: {e}") from e
-
-
-def _check_root(image_root: str | Path) -> Path:
-    root = Path(image_root).expanduser()
-    if not root.is_dir():
-        raise DataNotFoundError(f"image root not found (or not a folder): {root}")
-    return root
-
-
 def _require(obj: Any, key: str, where: str, path: Path) -> Any:
     if not isinstance(obj, dict) or key not in obj:
         have = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
@@ -177,8 +159,8 @@ def load_coco_captions(
     """
     check_on_error(on_error)
     path = Path(captions_json).expanduser()
-    data = _read_json(path, "captions JSON")
-    root = _check_root(image_root)
+    data = read_json(path, "captions JSON")
+    root = check_dir(image_root, "image root")
     images = _require(data, "images", "the top level", path)
     anns = _require(data, "annotations", "the top level", path)
     if not isinstance(images, list) or not isinstance(anns, list):
@@ -239,8 +221,8 @@ def load_karpathy(
     """
     check_on_error(on_error)
     path = Path(json_path).expanduser()
-    data = _read_json(path, "Karpathy split JSON")
-    root = _check_root(image_root)
+    data = read_json(path, "Karpathy split JSON")
+    root = check_dir(image_root, "image root")
     images = _require(data, "images", "the top level", path)
     if not isinstance(images, list):
         raise DataError(f"{path}: 'images' must be a list")

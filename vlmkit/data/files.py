@@ -1,4 +1,4 @@
-"""Checks and readers shared by the dataset loaders: folders that must exist, CSV files with columns.
+"""Checks and readers shared by the dataset loaders: folders that must exist, JSON files, CSV files with columns.
 
 Every error names the file or folder and what was expected (see :mod:`vlmkit.errors`).
 """
@@ -6,8 +6,10 @@ Every error names the file or folder and what was expected (see :mod:`vlmkit.err
 from __future__ import annotations
 
 import csv
+import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from vlmkit.errors import DataError, DataNotFoundError, EmptyDatasetError, did_you_mean
 
@@ -26,6 +28,27 @@ def check_dir(path: str | Path, what: str) -> Path:
     if not p.is_dir():
         raise DataNotFoundError(f"{what} not found (or not a folder): {p}")
     return p
+
+
+def read_json(path: Path, what: str) -> Any:
+    """The JSON value in ``path``.
+
+    Args:
+        path: The file.
+        what: What it is, for the message ("captions JSON", "class list" ...).
+
+    Raises:
+        DataNotFoundError: The file does not exist.
+        DataError: It is not valid JSON (line and column named) or not UTF-8 text.
+    """
+    if not path.is_file():
+        raise DataNotFoundError(f"{what} not found: {path}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise DataError(f"{what} {path} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}") from e
+    except UnicodeDecodeError as e:
+        raise DataError(f"{what} {path} is not UTF-8 text: {e}") from e
 
 
 def read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
@@ -60,4 +83,4 @@ def need_columns(header: Sequence[str], columns: Sequence[str], path: Path) -> N
             )
 
 
-__all__ = ["check_dir", "need_columns", "read_csv"]
+__all__ = ["check_dir", "need_columns", "read_csv", "read_json"]

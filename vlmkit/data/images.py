@@ -109,6 +109,35 @@ def file_digest(path: Path) -> str:
     return digest
 
 
+def open_image(path: Path, pil_mode: str = "RGB", what: str = "image file") -> Image.Image:
+    """Open and fully decode an image file, converted to ``pil_mode`` ("RGB", "L" ...).
+
+    Raises:
+        DataNotFoundError: The file does not exist.
+        DataError: The file is not a readable image (the message names it and ``what`` it is).
+    """
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return im.convert(pil_mode)
+    except FileNotFoundError:
+        raise DataNotFoundError(f"{what} not found: {path}") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise DataError(f"cannot decode {what} {path}: {type(e).__name__}: {e}") from e
+
+
+def resize_square(img: Image.Image, size: int, mode: ResizeMode, interpolation: str = "bicubic") -> Image.Image:
+    """``size x size`` with the geometry of ``mode``: ``"crop"`` resizes the shorter side to ``size`` and
+    center-crops; ``"squash"`` resizes both sides. ``interpolation``: "bicubic" (antialiased) or "nearest"."""
+    import torchvision.transforms.functional as TF
+    from torchvision.transforms import InterpolationMode
+
+    interp = {"bicubic": InterpolationMode.BICUBIC, "nearest": InterpolationMode.NEAREST}[interpolation]
+    if mode == "crop":
+        return TF.center_crop(TF.resize(img, size, interpolation=interp, antialias=True), [size, size])
+    return TF.resize(img, [size, size], interpolation=interp, antialias=True)
+
+
 def decode_image(path: Path, size: int, mode: ResizeMode = "crop") -> np.ndarray:
     """Decode one image file to a ``uint8`` array ``(3, S, S)``.
 
@@ -119,22 +148,7 @@ def decode_image(path: Path, size: int, mode: ResizeMode = "crop") -> np.ndarray
         DataNotFoundError: The file does not exist.
         DataError: The file is not a readable image (the message names it).
     """
-    import torchvision.transforms.functional as TF
-    from torchvision.transforms import InterpolationMode
-
-    try:
-        with Image.open(path) as im:
-            im.load()
-            rgb = im.convert("RGB")
-    except FileNotFoundError:
-        raise DataNotFoundError(f"image file not found: {path}") from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise DataError(f"cannot decode image file {path}: {type(e).__name__}: {e}") from e
-    if mode == "crop":
-        rgb = TF.resize(rgb, size, interpolation=InterpolationMode.BICUBIC, antialias=True)
-        rgb = TF.center_crop(rgb, [size, size])
-    else:
-        rgb = TF.resize(rgb, [size, size], interpolation=InterpolationMode.BICUBIC, antialias=True)
+    rgb = resize_square(open_image(path, "RGB"), size, mode)
     arr = np.asarray(rgb, dtype=np.uint8)  # (S, S, 3)
     return np.ascontiguousarray(arr.transpose(2, 0, 1))  # (3, S, S)
 

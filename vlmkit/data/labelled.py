@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,7 +9,7 @@ from typing import Any
 
 import torch
 
-from vlmkit.data.files import check_dir, need_columns, read_csv
+from vlmkit.data.files import check_dir, need_columns, read_csv, read_json
 from vlmkit.data.images import IMAGE_EXTENSIONS, ImageDataset, OnError, check_on_error
 from vlmkit.errors import DataError, DataNotFoundError, EmptyDatasetError, did_you_mean
 
@@ -106,10 +105,7 @@ def read_classnames(source: Sequence[str] | str | Path, column: str | None = Non
     if not path.is_file():
         raise DataNotFoundError(f"class list file not found: {path}")
     if path.suffix.lower() == ".json":
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise DataError(f"class list {path} is not valid JSON: {e.msg} at line {e.lineno}") from e
+        data = read_json(path, "class list")
         if isinstance(data, dict):
             data = data.get("classnames", data.get("classes"))
         if not isinstance(data, list):

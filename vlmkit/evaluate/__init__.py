@@ -12,12 +12,12 @@ runner), :mod:`.engine` (entry points), :mod:`.store` and :mod:`.cache` (files),
 
 from vlmkit.evaluate.cache import TensorCache
 from vlmkit.evaluate.cells import CLEAN, Cell, attack_cells, cells_from_records, perturbation_cells
-from vlmkit.evaluate.dual import RetrievalTask, ZeroShotTask, infer_task, model_key
+from vlmkit.evaluate.dual import RetrievalTask, ZeroShotTask, infer_task
 from vlmkit.evaluate.engine import cell_embeddings, cell_images, evaluate_grid, get_task
 from vlmkit.evaluate.runner import ENGINE_VERSION, Runner
 from vlmkit.evaluate.spectral import fourier_heatmap
 from vlmkit.evaluate.store import ResultsStore
-from vlmkit.evaluate.task import Task, TaskData
+from vlmkit.evaluate.task import Task, TaskData, model_key
 
 __all__ = ["CLEAN", "Cell", "ENGINE_VERSION", "ResultsStore", "RetrievalTask", "Runner", "Task", "TaskData",
            "TensorCache", "ZeroShotTask", "attack_cells", "cell_embeddings", "cell_images", "cells_from_records",

@@ -24,7 +24,7 @@ from vlmkit.attacks import EmbeddingDrift, RetrievalCE, ZeroShotCE
 from vlmkit.data import CaptionedImages, LabelledImages, TypographicImages
 from vlmkit.errors import InputError
 from vlmkit.evaluate.cells import Cell
-from vlmkit.evaluate.task import Task, TaskData, stable_hash
+from vlmkit.evaluate.task import Task, TaskData
 from vlmkit.metrics import (
     class_probabilities,
     dirichlet_energy,
@@ -38,6 +38,7 @@ from vlmkit.metrics import (
 from vlmkit.models import VLM, load_model
 from vlmkit.models.zeroshot import zero_shot_classifier
 from vlmkit.registry import TASKS
+from vlmkit.runtime import stable_hash
 
 OBJECTIVES = {"zeroshot": ZeroShotCE, "retrieval": RetrievalCE, "drift": EmbeddingDrift}
 #: Attacks whose own default objective is used unless ``attack_objective`` is given.
@@ -84,7 +85,7 @@ class DualEncoderTask(Task):
             raise InputError(f"dataset {getattr(dataset, 'name', '')!r} is empty")
         texts = self.texts(dataset)
         key = stable_hash(dataset.content_hash(), size, texts, self.options())
-        tkey = stable_hash("text", self.name, model_key(model), key)
+        tkey = stable_hash("text", self.name, key)  # the engine's cache is scoped to this model's weights
         hit = cache.get(tkey)
         targets = hit["targets"] if hit else self.text_targets(model, dataset).detach()
         if hit is None:
@@ -236,27 +237,6 @@ class ZeroShotTask(DualEncoderTask):
         return {"labels": data.extras["labels"][index].to(device)}
 
 
-def model_key(model: Any) -> str:
-    """Identity of a model's numbers: its name and a fingerprint of its weights (shapes, sums, samples).
-
-    Two loads of the same weights give the same key; re-trained weights under the same spec (a local
-    checkpoint overwritten) give a new one, so cached cells are not reused for them.
-    """
-    params = getattr(model, "state_dict", None)
-    if params is None:
-        return stable_hash(getattr(model, "name", type(model).__name__))
-    h = []
-    with torch.no_grad():
-        for name, t in params().items():
-            if not torch.is_tensor(t) or t.numel() == 0:
-                continue
-            flat = t.detach().reshape(-1)
-            step = max(1, flat.numel() // 64)
-            h.append((name, tuple(t.shape), str(t.dtype), float(flat.double().sum()) if flat.is_floating_point()
-                      else int(flat.sum()), flat[::step][:64].double().tolist()))
-    return stable_hash(getattr(model, "name", type(model).__name__), h)
-
-
 def infer_task(dataset: Any) -> str:
     """The task a dataset is evaluated with: its own ``task`` attribute, or from its type."""
     own = getattr(dataset, "task", None)  # task datasets (SegmentationSet, QuestionSet) name theirs
@@ -270,4 +250,4 @@ def infer_task(dataset: Any) -> str:
                      f"or a registered grid task ({TASKS.list(kind='grid')})")
 
 
-__all__ = ["DualEncoderTask", "RetrievalTask", "ZeroShotTask", "infer_task", "model_key"]
+__all__ = ["DualEncoderTask", "RetrievalTask", "ZeroShotTask", "infer_task"]

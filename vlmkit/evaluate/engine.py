@@ -29,10 +29,10 @@ import torch
 from vlmkit.errors import InputError
 from vlmkit.evaluate.cache import TensorCache
 from vlmkit.evaluate.cells import CLEAN, Cell
-from vlmkit.evaluate.dual import infer_task, model_key
+from vlmkit.evaluate.dual import infer_task
 from vlmkit.evaluate.runner import Runner
 from vlmkit.evaluate.store import ResultsStore, check_out_dir
-from vlmkit.evaluate.task import Task, TaskData, check_task_options
+from vlmkit.evaluate.task import Task, TaskData, model_key
 from vlmkit.registry import TASKS
 from vlmkit.runtime import resolve_device, seed_everything
 
@@ -62,22 +62,17 @@ def _task_for(dataset: Any, task: str | Task | None, templates: Sequence[str], t
     task = task or infer_task(dataset)
     opts = dict(task_options or {})
     given = {"templates": tuple(templates), "token_layers": tuple(token_layers), "attack_objective": attack_objective}
-    if isinstance(task, Task):
-        changed = [k for k, v in given.items() if v != _DUAL_DEFAULTS[k]]
-        if changed:
-            raise InputError(f"{changed} given with a Task instance; set them on the instance")
-        return get_task(task, **opts)
+    changed = [k for k, v in given.items() if v != _DUAL_DEFAULTS[k]]
     if task == "zeroshot":
         opts = {**given, **opts}
     elif task == "retrieval":
-        opts = {"token_layers": given["token_layers"], "attack_objective": attack_objective, **opts}
-        if given["templates"] != _DUAL_DEFAULTS["templates"]:
+        if "templates" in changed:
             raise InputError("templates are for zero-shot classification; task 'retrieval' uses the captions")
-    else:
-        changed = [k for k, v in given.items() if v != _DUAL_DEFAULTS[k]]
-        if changed:
-            raise InputError(f"{changed} are options of the dual-encoder tasks, not of task {task!r}; "
-                             "pass its own options as task_options")
+        opts = {"token_layers": given["token_layers"], "attack_objective": attack_objective, **opts}
+    elif changed:
+        name = task if isinstance(task, str) else type(task).__name__
+        raise InputError(f"{changed} are options of the dual-encoder tasks 'retrieval' and 'zeroshot', not of task "
+                         f"{name!r}; set them on a Task instance or pass its own options as task_options")
     return get_task(task, **opts)
 
 
@@ -103,10 +98,11 @@ def _runners(models: Sequence[str | Any], dataset: Any, t: Task, *, out: Path, s
     """Yield one prepared :class:`Runner` per model (loaded one at a time)."""
     for m in models:
         model = t.load_model(m, dev) if isinstance(m, str) else m
-        data = t.prepare(model, dataset, image_size=image_size, cache=tcache, cache_dir=out / "cache" / "images",
-                         progress=progress)
+        mkey = model_key(model)
+        data = t.prepare(model, dataset, image_size=image_size, cache=tcache.scoped(mkey),
+                         cache_dir=out / "cache" / "images", progress=progress)
         _place(data, model, resident)
-        yield Runner(t, model, data, model_key=model_key(model), store=store, cache=tcache, dataset_name=name,
+        yield Runner(t, model, data, model_key=mkey, store=store, cache=tcache, dataset_name=name,
                      seed=seed, batch_size=batch_size, progress=progress, **speed)
 
 
@@ -164,12 +160,7 @@ def evaluate_grid(models: Sequence[str | Any] | str | Any, dataset: Any, cells: 
     seed_everything(seed)
     t = _task_for(dataset, task, templates, token_layers, attack_objective, task_options)
     cells = list(cells)
-    for c in cells:
-        if not isinstance(c, Cell):
-            raise InputError(f"cells must be vlmkit.evaluate.Cell objects, got {type(c).__name__}")
-        if c.kind == "attack" and not t.attacks_supported:
-            raise InputError(f"task {t.name!r} has no white-box attack objective: use clean and perturbation "
-                             f"cells (got attack cell {c.label()!r})")
+    t.check_cells(cells)  # before any model is loaded
     models = list(models) if isinstance(models, (list, tuple)) else [models]
     out, store, tcache, dev, name = grid_context(models, dataset, out_dir, cache, device, dataset_name)
     speed = {"precision": precision, "channels_last": channels_last, "compile": compile}

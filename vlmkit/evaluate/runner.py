@@ -29,11 +29,11 @@ from vlmkit.errors import InputError
 from vlmkit.evaluate.cache import TensorCache
 from vlmkit.evaluate.cells import CLEAN, Cell
 from vlmkit.evaluate.store import ResultsStore
-from vlmkit.evaluate.task import Task, TaskData, stable_hash
+from vlmkit.evaluate.task import Task, TaskData
 from vlmkit.metrics import flip_rates
 from vlmkit.registry import ATTACKS
 from vlmkit.results import make_row, provenance_label
-from vlmkit.runtime import auto_batch_size, item_generators, resolve_dtype, run_batched_with_backoff
+from vlmkit.runtime import auto_batch_size, item_generators, resolve_dtype, run_batched_with_backoff, stable_hash
 
 #: Bump when what a cached output or a stored cell means changes.
 ENGINE_VERSION = "2"
@@ -162,17 +162,9 @@ class Runner:
                          **model_provenance(self.model), **extra)
                 for k, v in metrics.items()]
 
-    def check(self, cells: Sequence[Cell]) -> None:
-        """Refuse, before any work, cells the task cannot run."""
-        for c in cells:
-            if not isinstance(c, Cell):
-                raise InputError(f"cells must be vlmkit.evaluate.Cell objects, got {type(c).__name__}")
-            if c.kind == "attack" and not self.task.attacks_supported:
-                self.task.attack_inputs(self.model, self.data, c, torch.arange(0))  # raises its own message
-
     def run(self, cells: Sequence[Cell]) -> list[str]:
         """Evaluate the clean cell and ``cells``; returns the run's cell keys (family rows included)."""
-        self.check(cells)
+        self.task.check_cells(cells)
         todo = [CLEAN] + [c for c in cells if c.kind != "clean"]
         for cell in tqdm(todo, desc=f"{self.model_name} × {self.dataset_name}", disable=not self.progress):
             done = self.store.is_done(self.store_model, self.dataset_name, self.run_key, cell.key)

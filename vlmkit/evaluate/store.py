@@ -23,7 +23,7 @@ from typing import Any
 import pandas as pd
 
 from vlmkit.errors import InputError
-from vlmkit.results import atomic_write, merge_files, remove_stale_temporaries, write_table
+from vlmkit.results import COLUMNS, atomic_write, merge_files, remove_stale_temporaries, write_table
 
 #: Row order of a merged table.
 SORT_BY = ["model", "dataset", "family", "perturbation", "severity", "params", "metric"]
@@ -85,7 +85,7 @@ class ResultsStore:
         Rows of every run stored in the folder are kept (each carries its ``run`` key and ``config``),
         so runs with different seeds or templates sit side by side, told apart by those columns.
         """
-        df = merge_files(self.files(), sort_by=SORT_BY)
+        df = merge_files(self.files(), sort_by=SORT_BY, columns=COLUMNS)
         write_table(df, self.root)
         return df
 

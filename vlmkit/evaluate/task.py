@@ -21,9 +21,7 @@ Tasks are registered in :data:`vlmkit.registry.TASKS` with ``kind="grid"``.
 from __future__ import annotations
 
 import abc
-import hashlib
-import json
-from collections.abc import Mapping
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,13 +30,9 @@ import torch
 
 from vlmkit.errors import InputError
 from vlmkit.evaluate.cells import Cell
-from vlmkit.metrics import drift_summary
-from vlmkit.runtime import make_generator
-
-
-def stable_hash(*parts: Any) -> str:
-    """The engine's key hash: SHA-256 of the parts' JSON, 16 hex digits."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+from vlmkit.metrics import cosine_drift, drift_summary
+from vlmkit.models.base import torch_module
+from vlmkit.runtime import make_generator, stable_hash
 
 
 @dataclass
@@ -86,7 +80,8 @@ class Task(abc.ABC):
                 progress: bool) -> TaskData:
         """Decode the dataset once and compute what every cell shares (text embeddings, targets).
 
-        ``cache`` is the grid's :class:`~vlmkit.evaluate.cache.TensorCache` for shared tensors.
+        ``cache`` is the grid's :class:`~vlmkit.evaluate.cache.TensorCache` for shared tensors, scoped to
+        this model's weights (:func:`model_key`), so its keys need only name the data and the task.
         """
 
     def context(self, data: TaskData, index: torch.Tensor) -> dict[str, Any]:
@@ -110,15 +105,24 @@ class Task(abc.ABC):
                       ) -> tuple[Any, dict[str, Any]]:
         """``(objective or None for the attack's default, batch)`` for an attack cell on items ``index``.
 
+        Tasks with a white-box objective override this; the default has none.
+
         Raises:
             InputError: The task has no white-box objective.
         """
-        raise InputError(f"task {self.name!r} has no white-box attack objective: use clean and perturbation cells "
-                         f"(got attack cell {cell.label()!r})")
+        raise self._no_objective(cell)
 
-    @property
-    def attacks_supported(self) -> bool:
-        return type(self).attack_inputs is not Task.attack_inputs
+    def _no_objective(self, cell: Cell) -> InputError:
+        return InputError(f"task {self.name!r} has no white-box attack objective: use clean and perturbation cells "
+                          f"(got attack cell {cell.label()!r})")
+
+    def check_cells(self, cells: Sequence[Cell]) -> None:
+        """Refuse, before any work, what is not a :class:`Cell` and attack cells the task cannot run."""
+        for c in cells:
+            if not isinstance(c, Cell):
+                raise InputError(f"cells must be vlmkit.evaluate.Cell objects, got {type(c).__name__}")
+            if c.kind == "attack" and type(self).attack_inputs is Task.attack_inputs:
+                raise self._no_objective(c)
 
     @staticmethod
     def drift(clean: torch.Tensor, perturbed: torch.Tensor, seed: int) -> dict[str, float]:
@@ -129,15 +133,30 @@ class Task(abc.ABC):
         """
         if len(clean) > 1:
             return drift_summary(clean, perturbed, make_generator(seed))
-        d = 1 - torch.nn.functional.cosine_similarity(clean.float(), perturbed.float(), dim=-1)
+        d = cosine_drift(clean, perturbed)
         return {"drift_mean": float(d.mean()), "drift_median": float(d.median())}
 
 
-def check_task_options(task: str, given: Mapping[str, Any], allowed: set[str]) -> None:
-    """Refuse options a task does not take, naming them and the ones it does."""
-    bad = sorted(set(given) - allowed)
-    if bad:
-        raise InputError(f"task {task!r} takes no option(s) {bad}; it takes {sorted(allowed) or 'none'}")
+def model_key(model: Any) -> str:
+    """Identity of a model's numbers: its name and a fingerprint of its weights (shapes, sums, samples).
+
+    Two loads of the same weights give the same key; re-trained weights under the same spec (a local
+    checkpoint overwritten) give a new one, so cached cells are not reused for them.
+    """
+    name = getattr(model, "name", type(model).__name__)
+    net = torch_module(model)
+    if net is None:
+        return stable_hash(name)
+    h = []
+    with torch.no_grad():
+        for key, t in net.state_dict().items():
+            if not torch.is_tensor(t) or t.numel() == 0:
+                continue
+            flat = t.detach().reshape(-1)
+            step = max(1, flat.numel() // 64)
+            h.append((key, tuple(t.shape), str(t.dtype), float(flat.double().sum()) if flat.is_floating_point()
+                      else int(flat.sum()), flat[::step][:64].double().tolist()))
+    return stable_hash(name, h)
 
 
-__all__ = ["Task", "TaskData", "check_task_options", "stable_hash"]
+__all__ = ["Task", "TaskData", "model_key"]

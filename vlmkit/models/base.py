@@ -147,6 +147,15 @@ def _center_crop(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return x[..., top : top + th, left : left + tw]
 
 
+def torch_module(model: Any) -> nn.Module | None:
+    """The ``nn.Module`` that holds a model's weights: the model itself (a :class:`VLM`) or the module a task
+    model (CLIPSeg, an answer scorer) wraps as ``.model``; None when there is neither."""
+    if isinstance(model, nn.Module):
+        return model
+    inner = getattr(model, "model", None)
+    return inner if isinstance(inner, nn.Module) else None
+
+
 class WrapsModule:
     """``device`` and ``dtype`` of a wrapper whose weights live in ``self.model`` (VLMs and task models)."""
 

@@ -23,10 +23,10 @@ from vlmkit.robust.methods import FARE, Method, TeCoA, make_method
 from vlmkit.robust.towers import (
     frozen_parameters,
     image_tower_parameters,
-    provenance_label,
     read_provenance,
     save_finetuned,
 )
+from vlmkit.results import provenance_label
 
 __all__ = [
     "FARE", "METHODS", "FinetuneData", "FinetuneResult", "Method", "RobustConfig", "TeCoA", "finetune",

@@ -138,14 +138,6 @@ def read_provenance(folder: str | Path) -> dict[str, Any] | None:
     return json.loads(f.read_text()) if f.is_file() else None
 
 
-def provenance_label(prov: dict[str, Any]) -> str:
-    """A one-line description for result tables: ``fare(eps=4/255, steps=300) of toy:rn on toy-shapes, seed 0``."""
-    eps = prov.get("eps")
-    eps_s = f"{round(eps * 255, 3):g}/255" if isinstance(eps, (int, float)) else str(eps)
-    return (f"{prov.get('method')}(eps={eps_s}, steps={prov.get('steps')}) of {prov.get('base_model')} "
-            f"on {prov.get('data')}, seed {prov.get('seed')}")
-
-
 def state_of(params: dict[str, nn.Parameter]) -> dict[str, torch.Tensor]:
     """Detached CPU copies of ``params`` (for checkpoints and bit-identity checks)."""
     return {n: p.detach().cpu().clone() for n, p in params.items()}

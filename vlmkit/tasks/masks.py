@@ -9,8 +9,6 @@
 
 from __future__ import annotations
 
-import csv
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,11 +17,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vlmkit.data.images import ImageDataset, OnError, check_mode, check_on_error, check_size
+from vlmkit.data.files import read_csv, read_json
+from vlmkit.data.images import ImageDataset, OnError, check_mode, check_on_error, check_size, open_image, resize_square
 from vlmkit.errors import DataError, DataNotFoundError, EmptyDatasetError, did_you_mean
-from vlmkit.evaluate.task import stable_hash
 from vlmkit.toyworld import EXPORT_SEED
 from vlmkit.toyworld.task_sets import export_toy_segmentation
+from vlmkit.runtime import stable_hash
 
 
 def decode_mask(path: Path, size: int, mode: str = "squash") -> np.ndarray:
@@ -35,24 +34,9 @@ def decode_mask(path: Path, size: int, mode: str = "squash") -> np.ndarray:
         DataNotFoundError: The file is missing.
         DataError: The file is not a readable image.
     """
-    import torchvision.transforms.functional as TF
-    from torchvision.transforms import InterpolationMode
-
-    try:
-        with Image.open(path) as im:
-            im.load()
-            grey = im.convert("L")
-    except FileNotFoundError:
-        raise DataNotFoundError(f"mask file not found: {path}") from None
-    except (OSError, ValueError, SyntaxError) as e:
-        raise DataError(f"cannot decode mask file {path}: {type(e).__name__}: {e}") from e
-    arr = np.asarray(grey)
+    arr = np.asarray(open_image(path, "L", what="mask file"))
     fg = arr > (0 if arr.max() <= 1 else 127)
-    m = Image.fromarray(fg.astype(np.uint8) * 255)
-    if mode == "crop":
-        m = TF.center_crop(TF.resize(m, size, interpolation=InterpolationMode.NEAREST), [size, size])
-    else:
-        m = TF.resize(m, [size, size], interpolation=InterpolationMode.NEAREST)
+    m = resize_square(Image.fromarray(fg.astype(np.uint8) * 255), size, mode, interpolation="nearest")
     return np.asarray(m) > 127
 
 
@@ -131,10 +115,7 @@ _COLUMNS = ("image", "mask", "prompt")
 
 def _read_annotations(path: Path) -> list[dict[str, str]]:
     if path.suffix.lower() == ".json":
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise DataError(f"annotation file {path} is not valid JSON: {e.msg} at line {e.lineno}") from e
+        data = read_json(path, "annotation file")
         if isinstance(data, dict):
             data = data.get("annotations", data.get("items"))
         if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
@@ -143,13 +124,7 @@ def _read_annotations(path: Path) -> list[dict[str, str]]:
         rows = [{k: str(v) for k, v in r.items()} for r in data]
         header = sorted({k for r in rows for k in r})
     else:
-        try:
-            with open(path, newline="", encoding="utf-8-sig") as f:
-                reader = csv.DictReader(f)
-                header = [h.strip() for h in (reader.fieldnames or [])]
-                rows = [{(k or "").strip(): (v or "").strip() for k, v in r.items()} for r in reader]
-        except (UnicodeDecodeError, csv.Error) as e:
-            raise DataError(f"cannot parse CSV {path}: {e}") from e
+        header, rows = read_csv(path)
     if not rows:
         raise EmptyDatasetError(f"annotation file {path} has no items")
     for col in _COLUMNS:

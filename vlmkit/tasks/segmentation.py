@@ -32,11 +32,12 @@ import torch.nn.functional as F
 from vlmkit.data.images import check_mode
 from vlmkit.errors import InputError
 from vlmkit.evaluate.cells import Cell
-from vlmkit.evaluate.task import Task, TaskData, stable_hash
+from vlmkit.evaluate.task import Task, TaskData
 from vlmkit.metrics.segmentation import foreground_iou
 from vlmkit.registry import PERTURBATIONS, TASKS
 from vlmkit.tasks.clipseg import CLIPSegTaskModel, load_clipseg
 from vlmkit.tasks.masks import SegmentationSet
+from vlmkit.runtime import stable_hash
 
 
 def _moves_pixels(cell: Cell) -> bool:
