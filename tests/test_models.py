@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 import vlmkit
 from vlmkit.errors import InputError, ModelSpecError, WeightsNotFoundError
-from vlmkit.models.base import PreprocessConfig, resize_and_normalise
+from vlmkit.models.preprocess import PreprocessConfig, resize_and_normalise
 
 from _tiny import export_local_dir, register_tiny_open_clip, save_tiny_hf
 

@@ -165,8 +165,7 @@ class Registry(Generic[T]):
 
 #: Model families: spec prefix ("open_clip", "hf", "toy", ...) -> loader ``(rest, device, dtype, *, spec) -> VLM``.
 MODELS: Registry[Callable[..., Any]] = Registry("model family", modules=(
-    "vlmkit.models",  # open_clip, hf, toy (their loaders are defined in .openclip, .hf, .toy)
-    "vlmkit.models.conse.model",
+    "vlmkit.models.openclip", "vlmkit.models.hf", "vlmkit.models.toy", "vlmkit.models.conse.model",
 ))
 #: Perturbations: pure functions on (B,3,H,W) float tensors in [0, 1].
 PERTURBATIONS: Registry[Callable[..., Any]] = Registry("perturbation", modules=(

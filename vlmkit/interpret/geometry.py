@@ -3,7 +3,7 @@
 A :class:`vlmkit.VLM` resizes (and crops or pads) images inside; heat maps on its patch grid must be
 mapped back through the same geometry to overlay the image the user passed, and masks/boxes given in
 the image frame must be mapped forward onto the grid. Both directions follow
-:func:`vlmkit.models.base.resize_and_normalise`:
+:func:`vlmkit.models.preprocess.resize_and_normalise`:
 
 * ``squash``: the grid covers the whole image;
 * ``shortest`` (resize the short side, centre-crop): the grid covers the central crop; pixels outside
@@ -18,7 +18,7 @@ from dataclasses import replace
 import torch
 import torch.nn.functional as F
 
-from vlmkit.models.base import PreprocessConfig, resize_and_normalise
+from vlmkit.models.preprocess import PreprocessConfig, resize_and_normalise
 
 
 def _bilinear(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

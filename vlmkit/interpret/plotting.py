@@ -15,7 +15,7 @@ import torch
 
 from vlmkit.errors import InputError
 from vlmkit.interpret.geometry import grid_to_image
-from vlmkit.models.base import PreprocessConfig
+from vlmkit.models.preprocess import PreprocessConfig
 
 
 def _img(x: Any) -> np.ndarray:

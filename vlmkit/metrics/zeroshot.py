@@ -15,6 +15,7 @@ import torch
 from vlmkit.errors import InputError
 from vlmkit.registry import METRICS
 
+
 def zero_shot_logits(vlm: object, image_emb: torch.Tensor, classifier: torch.Tensor) -> torch.Tensor:
     """The model's logits ``(B, C)`` for normalised image embeddings and class embeddings."""
     return vlm.similarity(image_emb, classifier.to(image_emb.device))

@@ -24,23 +24,16 @@ import logging
 import torch
 
 from vlmkit.errors import ModelSpecError, did_you_mean
-from vlmkit.models.base import VLM, PreprocessConfig, VisionTokens, resize_and_normalise
-from vlmkit.models.conse import ConSEVLM, load_conse  # registers the "conse" family
+from vlmkit.models.base import VLM, VisionTokens
+from vlmkit.models.conse import ConSEVLM, load_conse
 from vlmkit.models.hf import HFVLM, load_hf
 from vlmkit.models.openclip import OpenCLIPVLM, load_open_clip
+from vlmkit.models.preprocess import PreprocessConfig, resize_and_normalise
 from vlmkit.models.toy import ToyVLM, load_toy
 from vlmkit.registry import MODELS
 from vlmkit.runtime import resolve_device, resolve_dtype
 
 log = logging.getLogger("vlmkit.models")
-
-# The registry's decorator applied to loaders defined in other modules; each registration moves to its
-# loader's definition (``@MODELS.register("open_clip", ...)`` above ``def load_open_clip``) when that
-# module takes it over. ``MODELS`` imports this package on its first read, so these always run.
-MODELS.register("open_clip", description="open_clip architectures, pretrained tags, hub ids, local files")(
-    load_open_clip)
-MODELS.register("hf", description="transformers CLIP / SigLIP hub ids and save_pretrained folders")(load_hf)
-MODELS.register("toy", description="CLIPs trained on the toy world, shipped with vlmkit")(load_toy)
 
 _ALIASES = {"openclip": "open_clip", "open-clip": "open_clip", "transformers": "hf", "huggingface": "hf"}
 

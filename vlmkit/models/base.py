@@ -23,45 +23,14 @@ from tqdm.auto import tqdm
 
 from vlmkit.errors import InputError
 from vlmkit.models.attention import AttentionTap, install_taps, num_heads, validate_head_mask
+from vlmkit.models.preprocess import PreprocessConfig, resize_and_normalise
 from vlmkit.runtime import autocast, resolve_dtype
 from vlmkit.validate import check_images
 
 log = logging.getLogger("vlmkit.models")
 
-_INTERP = {"bicubic", "bilinear", "nearest", "area"}
-_RESIZE_MODES = {"shortest", "squash", "longest"}
-
 #: ``torch.compile`` modes accepted by :meth:`VLM.fast` (any other string names a backend).
 COMPILE_MODES: tuple[str, ...] = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-
-
-@dataclass(frozen=True)
-class PreprocessConfig:
-    """How a model turns ``[0, 1]`` pixels into its input tensor (travels with the model).
-
-    Attributes:
-        size: Model input ``(H, W)``.
-        mean: Per-channel mean subtracted after resizing.
-        std: Per-channel std divided after subtracting the mean.
-        interpolation: "bicubic", "bilinear", "nearest" or "area".
-        resize_mode: "shortest" (shorter side to size, then centre crop — OpenAI CLIP / open_clip),
-            "squash" (resize to size ignoring aspect — SigLIP), or "longest" (longer side to size, then
-            centre pad with ``fill``).
-        fill: Pad value in ``[0, 1]`` for "longest".
-    """
-
-    size: tuple[int, int]
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    interpolation: str = "bicubic"
-    resize_mode: str = "shortest"
-    fill: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.interpolation not in _INTERP:
-            raise ValueError(f"interpolation={self.interpolation!r}; expected one of {sorted(_INTERP)}")
-        if self.resize_mode not in _RESIZE_MODES:
-            raise ValueError(f"resize_mode={self.resize_mode!r}; expected one of {sorted(_RESIZE_MODES)}")
 
 
 @dataclass
@@ -89,62 +58,6 @@ class VisionTokens:
         """Patches as a feature map ``(B, C, gh, gw)``."""
         B, N, C = self.patches.shape
         return self.patches.transpose(1, 2).reshape(B, C, *self.grid)
-
-
-def resize_and_normalise(x: torch.Tensor, cfg: PreprocessConfig) -> torch.Tensor:
-    """Differentiable version of the model's resize + crop/pad + normalise.
-
-    Follows torchvision's ``Resize(size)`` → ``CenterCrop(size)`` conventions on tensors (antialiased
-    interpolation when down-sampling, the same rounding of the new size and crop offsets), so it
-    equals open_clip's ``preprocess`` applied to the same float tensor.
-
-    Args:
-        x: Float images in [0, 1] ``(B, 3, H, W)``.
-        cfg: The model's preprocessing.
-
-    Returns:
-        Normalised model input ``(B, 3, *cfg.size)``.
-    """
-    th, tw = cfg.size
-    H, W = x.shape[-2:]
-    if (H, W) != (th, tw):
-        if cfg.resize_mode == "squash":
-            x = _interp(x, (th, tw), cfg.interpolation)
-        elif cfg.resize_mode == "shortest":
-            short, long = (H, W) if H <= W else (W, H)
-            target = min(th, tw)
-            new_short, new_long = target, int(target * long / short)
-            nh, nw = (new_short, new_long) if H <= W else (new_long, new_short)
-            if (nh, nw) != (H, W):
-                x = _interp(x, (nh, nw), cfg.interpolation)
-            x = _center_crop(x, (th, tw))
-        else:  # longest: fit inside, pad the rest
-            scale = min(th / H, tw / W)
-            nh, nw = max(1, round(H * scale)), max(1, round(W * scale))
-            x = _interp(x, (nh, nw), cfg.interpolation)
-            pt, pl = (th - nh) // 2, (tw - nw) // 2
-            x = F.pad(x, (pl, tw - nw - pl, pt, th - nh - pt), value=cfg.fill)
-    mean = torch.tensor(cfg.mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    std = torch.tensor(cfg.std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    return (x - mean) / std
-
-
-def _interp(x: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
-    if mode in ("nearest", "area"):
-        return F.interpolate(x, size=size, mode=mode)
-    return F.interpolate(x, size=size, mode=mode, align_corners=False, antialias=True)
-
-
-def _center_crop(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    th, tw = size
-    H, W = x.shape[-2:]
-    if H < th or W < tw:  # torchvision pads with zeros first
-        pl, pt = max(0, (tw - W) // 2), max(0, (th - H) // 2)
-        x = F.pad(x, (pl, max(0, tw - W - pl), pt, max(0, th - H - pt)))
-        H, W = x.shape[-2:]
-    top = int(round((H - th) / 2.0))
-    left = int(round((W - tw) / 2.0))
-    return x[..., top : top + th, left : left + tw]
 
 
 def torch_module(model: Any) -> nn.Module | None:
@@ -201,9 +114,7 @@ class VLM(WrapsModule, nn.Module):
     :meth:`encode_pixels`) and ``_encode_texts`` (strings → text features, through :meth:`encode_text`).
     It describes its image tower through the public members :attr:`blocks`, :attr:`attention_modules`,
     :attr:`num_prefix_tokens`, :meth:`tokens_from_block_output` and :meth:`token_grid`, overriding them
-    where the defaults do not fit. Families written against the older private names implement
-    ``_vision_blocks``/``_attention_modules``/``_num_prefix_tokens``/``_tokens_from_block_output``
-    instead; the public defaults call those.
+    where the defaults do not fit.
 
     Attributes:
         name: The spec the model was loaded from (e.g. ``open_clip:ViT-B-32/laion2b_s34b_b79k``).
@@ -243,29 +154,15 @@ class VLM(WrapsModule, nn.Module):
         """The family's text forward: unnormalised text features ``(T, D)``."""
         raise NotImplementedError
 
-    # Older private tower hooks, still implemented by families that do not override the public
-    # members below (hf, conse); the public defaults call them.
-    def _vision_blocks(self) -> list[nn.Module]:
-        raise NotImplementedError(f"{type(self).__name__} must implement the `blocks` property")
-
-    def _attention_modules(self) -> list[nn.Module] | None:
-        return None
-
-    def _num_prefix_tokens(self) -> int:
-        return 0
-
-    def _tokens_from_block_output(self, out: Any) -> torch.Tensor:
-        return out[0] if isinstance(out, tuple) else out
-
     # ------------------------------------------------------------------ the image tower (for interpretability)
     @property
     def blocks(self) -> list[nn.Module]:
         """The image tower's blocks in order: transformer blocks (ViT) or stages (CNN).
 
         A forward hook on block ``i`` sees the residual stream after layer ``i``; turn its output into
-        tokens with :meth:`tokens_from_block_output`.
+        tokens with :meth:`tokens_from_block_output`. Every family overrides it.
         """
-        return self._vision_blocks()
+        raise NotImplementedError(f"{type(self).__name__} must implement the `blocks` property")
 
     @property
     def attention_modules(self) -> list[nn.Module] | None:
@@ -273,13 +170,13 @@ class VLM(WrapsModule, nn.Module):
 
         Use :meth:`require_attention` to get them wrapped for :meth:`tap`.
         """
-        return self._attention_modules()
+        return None
 
     @property
     def num_prefix_tokens(self) -> int:
         """Number of non-spatial tokens (class token, registers) before the patch tokens in each
         block's output: 1 for CLS-token ViTs, 0 for CNN stages and towers without a class token (SigLIP)."""
-        return self._num_prefix_tokens()
+        return 0
 
     def tokens_from_block_output(self, out: Any) -> torch.Tensor:
         """A block's forward output as tokens ``(B, N, C)``, prefix tokens first.
@@ -291,7 +188,10 @@ class VLM(WrapsModule, nn.Module):
         Args:
             out: What a forward hook on a block of :attr:`blocks` receives as output (or its gradient).
         """
-        return self._tokens_from_block_output(out)
+        out = out[0] if isinstance(out, tuple) else out
+        if out.ndim == 4:  # (B, C, h, w) -> (B, h*w, C)
+            return out.flatten(2).transpose(1, 2)
+        return out
 
     def token_grid(self, n: int) -> tuple[int, int]:
         """The patch grid ``(gh, gw)`` on which ``n`` spatial tokens lie row-major (``gh * gw == n``).

@@ -3,7 +3,7 @@
 Spec forms (after ``hf:``): a hub id (``openai/clip-vit-base-patch32``,
 ``google/siglip2-base-patch16-224``) or a local folder saved with ``save_pretrained`` (``hf:/path``).
 The image processor's resize/crop/normalise settings are read from ``preprocessor_config.json`` and
-re-implemented differentiably (see :func:`vlmkit.models.base.resize_and_normalise`).
+re-implemented differentiably (see :func:`vlmkit.models.preprocess.resize_and_normalise`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ from torch import nn
 
 from vlmkit.errors import ModelSpecError
 from vlmkit.models import hub
-from vlmkit.models.base import VLM, PreprocessConfig
+from vlmkit.models.base import VLM
+from vlmkit.models.preprocess import PreprocessConfig
+from vlmkit.registry import MODELS
 
 _SUPPORTED = ("clip", "siglip")
 _PIL_RESAMPLE = {0: "nearest", 1: "bilinear", 2: "bilinear", 3: "bicubic", 4: "area", 5: "bicubic"}
@@ -93,13 +95,19 @@ class HFVLM(VLM):
         b = getattr(self.model, "logit_bias", None)
         return None if b is None else float(b)
 
-    def _vision_blocks(self) -> list[nn.Module]:
+    @property
+    def blocks(self) -> list[nn.Module]:
+        """The vision encoder's layers."""
         return list(self.model.vision_model.encoder.layers)
 
-    def _attention_modules(self) -> list[nn.Module] | None:
-        return [layer.self_attn for layer in self._vision_blocks()]
+    @property
+    def attention_modules(self) -> list[nn.Module] | None:
+        """Each layer's ``self_attn``."""
+        return [layer.self_attn for layer in self.blocks]
 
-    def _num_prefix_tokens(self) -> int:
+    @property
+    def num_prefix_tokens(self) -> int:
+        """1 (class token) for CLIP, 0 for SigLIP (no class token)."""
         return 1 if self.model_type == "clip" else 0
 
 
@@ -113,6 +121,7 @@ def read_json(path: Path) -> dict[str, Any] | None:
         raise ModelSpecError(f"{str(path)!r} is not valid JSON: {e}") from e
 
 
+@MODELS.register("hf", description="transformers CLIP / SigLIP hub ids and save_pretrained folders")
 def load_hf(rest: str, device: torch.device, dtype: torch.dtype, *, spec: str | None = None) -> HFVLM:
     """Load a transformers CLIP/SigLIP model from a hub id or a local folder."""
     from transformers import AutoConfig, AutoModel, AutoTokenizer

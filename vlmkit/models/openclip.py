@@ -14,7 +14,6 @@ Spec forms (after the ``open_clip:`` prefix):
 from __future__ import annotations
 
 import json
-
 import logging
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,9 @@ from torch import nn
 
 from vlmkit.errors import ModelSpecError, WeightsNotFoundError, did_you_mean
 from vlmkit.models import hub
-from vlmkit.models.base import VLM, PreprocessConfig
+from vlmkit.models.base import VLM
+from vlmkit.models.preprocess import PreprocessConfig
+from vlmkit.registry import MODELS
 
 log = logging.getLogger("vlmkit.models")
 
@@ -136,6 +137,7 @@ def _known_archs() -> list[str]:
     return list(open_clip.list_models())
 
 
+@MODELS.register("open_clip", description="open_clip architectures, pretrained tags, hub ids, local files")
 def load_open_clip(rest: str, device: torch.device, dtype: torch.dtype, *, spec: str | None = None,
                    vlm_class: type[OpenCLIPVLM] = OpenCLIPVLM) -> OpenCLIPVLM:
     """Load an open_clip model from the part of the spec after ``open_clip:``.

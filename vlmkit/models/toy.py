@@ -13,6 +13,7 @@ import torch
 
 from vlmkit.errors import ModelSpecError
 from vlmkit.models.openclip import OpenCLIPVLM, load_open_clip
+from vlmkit.registry import MODELS
 
 
 class ToyVLM(OpenCLIPVLM):
@@ -21,6 +22,7 @@ class ToyVLM(OpenCLIPVLM):
     family = "toy"
 
 
+@MODELS.register("toy", description="CLIPs trained on the toy world, shipped with vlmkit")
 def load_toy(rest: str, device: torch.device, dtype: torch.dtype, *, spec: str | None = None) -> ToyVLM:
     """Load the shipped toy model ``rest`` (see ``vlmkit.toyworld.list_checkpoints()``)."""
     from vlmkit import toyworld

@@ -16,6 +16,7 @@ or from a params file: ``vlmkit robust params/robust/toy.yaml`` (``--only NAME``
 * :mod:`~vlmkit.robust.config` — :class:`RobustConfig` and :func:`load_runs`.
 """
 
+from vlmkit.results import provenance_label
 from vlmkit.robust.config import METHODS, RobustConfig, load_runs, parse_eps
 from vlmkit.robust.data import FinetuneData, load_finetune_data
 from vlmkit.robust.finetune import FinetuneResult, finetune, heldout_metrics
@@ -26,7 +27,6 @@ from vlmkit.robust.towers import (
     read_provenance,
     save_finetuned,
 )
-from vlmkit.results import provenance_label
 
 __all__ = [
     "FARE", "METHODS", "FinetuneData", "FinetuneResult", "Method", "RobustConfig", "TeCoA", "finetune",

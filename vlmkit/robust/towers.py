@@ -36,7 +36,7 @@ IMAGE_TOWER_PREFIXES: dict[str, tuple[str, ...]] = {
 ROBUST_RECORD = "robust.json"
 
 #: PIL resampling codes (``PIL.Image.Resampling``) written as ``resample`` in a transformers
-#: ``preprocessor_config.json`` for each :class:`~vlmkit.models.base.PreprocessConfig` interpolation;
+#: ``preprocessor_config.json`` for each :class:`~vlmkit.models.preprocess.PreprocessConfig` interpolation;
 #: the hf loader reads them back as the same interpolation.
 PIL_RESAMPLE_CODES: dict[str, int] = {"nearest": 0, "bilinear": 2, "bicubic": 3, "area": 4}
 

@@ -139,8 +139,8 @@ def language_search(target: Any, classnames: Sequence[str], classes: Sequence[st
 
     from tqdm.auto import tqdm
 
-    from vlmkit.models.zeroshot import zero_shot_classifier
     from vlmkit.models import load_model
+    from vlmkit.models.zeroshot import zero_shot_classifier
 
     cfg = replace(config or SearchConfig(), **overrides) if overrides else (config or SearchConfig())
     target = load_model(target) if isinstance(target, str) else target

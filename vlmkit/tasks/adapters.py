@@ -27,7 +27,8 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 
 from vlmkit.errors import InputError, ModelSpecError
-from vlmkit.models.base import PreprocessConfig, WrapsModule, resize_and_normalise
+from vlmkit.models.base import WrapsModule
+from vlmkit.models.preprocess import PreprocessConfig, resize_and_normalise
 from vlmkit.runtime import resolve_device, resolve_dtype
 from vlmkit.tasks.loading import resolve_source, strip_prefix
 from vlmkit.validate import check_images

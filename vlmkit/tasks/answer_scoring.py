@@ -38,9 +38,9 @@ from vlmkit.evaluate.task import Task, TaskData
 from vlmkit.metrics import cosine_drift, flip_rates
 from vlmkit.metrics.answers import answer_accuracy, option_margin, pope_scores
 from vlmkit.registry import TASKS
+from vlmkit.runtime import stable_hash
 from vlmkit.tasks.adapters import AnswerScorer, load_answer_model
 from vlmkit.tasks.questions import QuestionSet
-from vlmkit.runtime import stable_hash
 
 
 def _is_yes_no(opts: Sequence[str]) -> bool:

@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from vlmkit.errors import InputError, ModelSpecError
-from vlmkit.models.base import PreprocessConfig, WrapsModule, resize_and_normalise
+from vlmkit.models.base import WrapsModule
+from vlmkit.models.preprocess import PreprocessConfig, resize_and_normalise
 from vlmkit.runtime import resolve_device, resolve_dtype
 from vlmkit.tasks.loading import resolve_source, strip_prefix
 from vlmkit.validate import check_images
@@ -61,7 +62,7 @@ class CLIPSegTaskModel(WrapsModule):
     """A transformers ``CLIPSegForImageSegmentation`` behind a pixel-space interface.
 
     Images are float ``(B, 3, H, W)`` in [0, 1] of any size; the model's resize and normalisation are
-    applied inside (:func:`vlmkit.models.base.resize_and_normalise`) and the logit map is resized back
+    applied inside (:func:`vlmkit.models.preprocess.resize_and_normalise`) and the logit map is resized back
     to ``(H, W)``. Parameters are frozen and the model is in eval mode. :meth:`segment` runs the
     forward pass step by step so that masks are differentiable in the pixels (attack cells).
 
@@ -167,7 +168,7 @@ def load_clipseg(spec: str = "hf:CIDAS/clipseg-rd64-refined", device: str | torc
     """
     from transformers import AutoConfig, AutoTokenizer, CLIPSegForImageSegmentation
 
-    from vlmkit.models.hf import read_json, hub_processor_config
+    from vlmkit.models.hf import hub_processor_config, read_json
 
     rest = strip_prefix(str(spec), ("clipseg:", "hf:", "transformers:"))
     src, is_local, load = resolve_source(rest, "CLIPSeg model", "hf:CIDAS/clipseg-rd64-refined")

@@ -20,9 +20,9 @@ from PIL import Image
 from vlmkit.data.files import read_csv, read_json
 from vlmkit.data.images import ImageDataset, OnError, check_mode, check_on_error, check_size, open_image, resize_square
 from vlmkit.errors import DataError, DataNotFoundError, EmptyDatasetError, did_you_mean
+from vlmkit.runtime import stable_hash
 from vlmkit.toyworld import EXPORT_SEED
 from vlmkit.toyworld.task_sets import export_toy_segmentation
-from vlmkit.runtime import stable_hash
 
 
 def decode_mask(path: Path, size: int, mode: str = "squash") -> np.ndarray:

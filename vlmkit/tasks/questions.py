@@ -19,9 +19,9 @@ import torch
 
 from vlmkit.data.images import ImageDataset, OnError, check_on_error
 from vlmkit.errors import DataError, DataNotFoundError, EmptyDatasetError
+from vlmkit.runtime import stable_hash
 from vlmkit.toyworld import EXPORT_SEED
 from vlmkit.toyworld.task_sets import TOY_KINDS, export_toy_questions
-from vlmkit.runtime import stable_hash
 
 
 class QuestionSet(ImageDataset):

@@ -35,9 +35,9 @@ from vlmkit.evaluate.cells import Cell
 from vlmkit.evaluate.task import Task, TaskData
 from vlmkit.metrics.segmentation import foreground_iou
 from vlmkit.registry import PERTURBATIONS, TASKS
+from vlmkit.runtime import stable_hash
 from vlmkit.tasks.clipseg import CLIPSegTaskModel, load_clipseg
 from vlmkit.tasks.masks import SegmentationSet
-from vlmkit.runtime import stable_hash
 
 
 def _moves_pixels(cell: Cell) -> bool:

@@ -11,10 +11,10 @@ from .world import (
     Scene,
     SceneSpec,
     WorldConfig,
-    sign_center,
     render_spec,
     sample_object,
     sample_sign,
+    sign_center,
 )
 
 

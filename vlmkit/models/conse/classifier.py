@@ -21,8 +21,8 @@ from torch import nn
 
 from vlmkit.errors import ModelSpecError, did_you_mean
 from vlmkit.models import hub
-from vlmkit.models.base import PreprocessConfig
 from vlmkit.models.conse.spec import CLASSIFIER_ALIASES, EXTRA_HINT, PACKAGED_CLASSIFIER, missing_extra
+from vlmkit.models.preprocess import PreprocessConfig
 
 #: EfficientNet-Lite0's input recipe (TF-slim "inception" scaling to [-1, 1], bicubic, 224 px); crop_pct is 1 here
 #: (shorter side to 224, centre crop), since vlmkit feeds every model the same full-frame crop.

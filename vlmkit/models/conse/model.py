@@ -17,7 +17,7 @@ from torch import nn
 
 from vlmkit.data import imagenet_classnames
 from vlmkit.errors import InputError, ModelSpecError
-from vlmkit.models.base import VLM, PreprocessConfig
+from vlmkit.models.base import VLM
 from vlmkit.models.conse.classifier import LITE0_PREPROCESS, load_classifier, timm_preprocess
 from vlmkit.models.conse.spec import (
     DEFAULT_SCALE,
@@ -27,6 +27,7 @@ from vlmkit.models.conse.spec import (
     template_set,
 )
 from vlmkit.models.conse.text import class_name_embeddings, load_text_encoder, sentence_embeddings
+from vlmkit.models.preprocess import PreprocessConfig
 from vlmkit.registry import MODELS
 
 
@@ -129,7 +130,9 @@ class ConSEVLM(VLM):
         return self._scale
 
     # -- internals
-    def _vision_blocks(self) -> list[nn.Module]:
+    @property
+    def blocks(self) -> list[nn.Module]:
+        """The classifier's stages (EfficientNet/MobileNet blocks + head, ConvNeXt/RegNet stages, ResNet layers)."""
         m = self.classifier
         if hasattr(m, "blocks") and isinstance(m.blocks, nn.Sequential):  # EfficientNet / MobileNet
             blocks = list(m.blocks)
@@ -146,15 +149,6 @@ class ConSEVLM(VLM):
             names = [f["module"] for f in info] if isinstance(info, list) else info.module_name()
             return [mods[n] for n in names if n in mods]
         raise ModelSpecError(f"model {self.name!r}: classifier {type(m).__name__} exposes no stages vlmkit knows")
-
-    def _attention_modules(self) -> list[nn.Module] | None:
-        return None
-
-    def _tokens_from_block_output(self, out: Any) -> torch.Tensor:
-        out = out[0] if isinstance(out, tuple) else out
-        if out.ndim == 4:  # (B, C, h, w) -> (B, h*w, C)
-            return out.flatten(2).transpose(1, 2)
-        return out
 
     def _tower_kind(self) -> str:
         return f"convolutional ({type(self.classifier).__name__})"
