@@ -259,13 +259,14 @@ class VLM(WrapsModule, nn.Module):
 
     @property
     def logit_scale(self) -> float:
-        """Temperature of the image–text logits (``exp`` of the learnt log-scale)."""
-        raise NotImplementedError
+        """Temperature of the image–text logits: ``exp`` of the network's learnt ``logit_scale``."""
+        return float(self.model.logit_scale.exp())
 
     @property
     def logit_bias(self) -> float | None:
-        """SigLIP's learnt logit bias; None for softmax-trained CLIPs."""
-        return None
+        """SigLIP's learnt logit bias (the network's ``logit_bias``); None for softmax-trained CLIPs."""
+        b = getattr(self.model, "logit_bias", None)
+        return None if b is None else float(b)
 
     @property
     def num_layers(self) -> int:

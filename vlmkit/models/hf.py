@@ -87,15 +87,6 @@ class HFVLM(VLM):
                                                       attention_mask=enc["attention_mask"].to(self.device)))
 
     @property
-    def logit_scale(self) -> float:
-        return float(self.model.logit_scale.exp())
-
-    @property
-    def logit_bias(self) -> float | None:
-        b = getattr(self.model, "logit_bias", None)
-        return None if b is None else float(b)
-
-    @property
     def blocks(self) -> list[nn.Module]:
         """The vision encoder's layers."""
         return list(self.model.vision_model.encoder.layers)
@@ -155,12 +146,10 @@ def load_hf(rest: str, device: torch.device, dtype: torch.dtype, *, spec: str | 
     if model_type not in _SUPPORTED:
         raise ModelSpecError(f"{spec!r} is a {model_type!r} model; the hf family supports {list(_SUPPORTED)}")
     model = load(lambda **kw: AutoModel.from_pretrained(src, **kw))
-    try:
-        tokenizer = load(lambda **kw: AutoTokenizer.from_pretrained(src, **kw))
-    except Exception as e:
-        raise ModelSpecError(f"{spec!r}: no usable tokenizer next to the model ({type(e).__name__}: {e}); save one with "
-                             "tokenizer.save_pretrained(folder) (vlmkit.models.hf.save_offline_clip_tokenizer writes "
-                             "a CLIP BPE tokenizer without network)") from e
+    tokenizer = hub.load_companion(spec, "tokenizer",
+                                   lambda: load(lambda **kw: AutoTokenizer.from_pretrained(src, **kw)),
+                                   hint=" (vlmkit.models.hf.save_offline_clip_tokenizer writes a CLIP BPE "
+                                        "tokenizer without network)")
     processor_cfg = read_json(Path(src) / "preprocessor_config.json") if is_local else hub_processor_config(rest)
     model = model.to(device=device, dtype=dtype)
     meta = {"spec": spec, "weights": src, "model_type": model_type}

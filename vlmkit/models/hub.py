@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from vlmkit.errors import WeightsNotFoundError
+from vlmkit.errors import ModelSpecError, WeightsNotFoundError
 
 T = TypeVar("T")
 
@@ -88,3 +88,20 @@ def require_path(path: str, what: str, hint: str) -> Path:
     if not p.exists():
         raise WeightsNotFoundError(f"{what}: no such file or folder {str(p)!r} (resolved from {path!r}). {hint}")
     return p
+
+
+def load_companion(spec: str, what: str, load: Callable[[], T], hint: str = "") -> T:
+    """Load a file a model needs beside its weights (tokenizer, processor), or a :class:`ModelSpecError`
+    naming the spec, what is missing and how to save it (``{what}.save_pretrained(folder)``).
+
+    Args:
+        spec: The model spec, for the message.
+        what: "tokenizer" or "processor".
+        load: Loads it (through the offline-safe loader of the weights).
+        hint: Added to the message (e.g. how to write one without network).
+    """
+    try:
+        return load()
+    except Exception as e:
+        raise ModelSpecError(f"{spec!r}: no usable {what} next to the model ({type(e).__name__}: {e}); save one "
+                             f"with {what}.save_pretrained(folder){hint}") from e

@@ -61,15 +61,6 @@ class OpenCLIPVLM(VLM):
         tokens = self.tokenizer(texts).to(self.device)
         return self.model.encode_text(tokens)
 
-    @property
-    def logit_scale(self) -> float:
-        return float(self.model.logit_scale.exp())
-
-    @property
-    def logit_bias(self) -> float | None:
-        b = getattr(self.model, "logit_bias", None)
-        return None if b is None else float(b)
-
     # -- internals of the image tower
     def _tower(self) -> tuple[str, nn.Module]:
         v = self.model.visual

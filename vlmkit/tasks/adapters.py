@@ -27,6 +27,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 
 from vlmkit.errors import InputError, ModelSpecError
+from vlmkit.models import hub
 from vlmkit.models.base import WrapsModule
 from vlmkit.models.preprocess import PreprocessConfig, resize_and_normalise
 from vlmkit.runtime import resolve_device, resolve_dtype
@@ -389,11 +390,8 @@ def load_answer_model(spec: str, device: str | torch.device | None = "auto", dty
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     model = load(lambda **kw: cls.from_pretrained(src, dtype=dt, **kw)).to(dev)
-    try:
-        processor = load(lambda **kw: AutoProcessor.from_pretrained(src, **kw))
-    except Exception as e:
-        raise ModelSpecError(f"{spec!r}: no usable processor next to the model ({type(e).__name__}: {e}); save one "
-                             "with processor.save_pretrained(folder)") from e
+    processor = hub.load_companion(spec, "processor",
+                                   lambda: load(lambda **kw: AutoProcessor.from_pretrained(src, **kw)))
     if adapter is None:
         adapter = (Blip2Adapter(model, processor, template=template) if model_type == "blip-2"
                    else ProcessorAdapter(model, processor, template=template))

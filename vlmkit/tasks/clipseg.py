@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from vlmkit.errors import InputError, ModelSpecError
+from vlmkit.models import hub
 from vlmkit.models.base import WrapsModule
 from vlmkit.models.preprocess import PreprocessConfig, resize_and_normalise
 from vlmkit.runtime import resolve_device, resolve_dtype
@@ -177,11 +178,8 @@ def load_clipseg(spec: str = "hf:CIDAS/clipseg-rd64-refined", device: str | torc
         raise ModelSpecError(f"{spec!r} is a {getattr(config, 'model_type', None)!r} model, not CLIPSeg "
                              "(model_type 'clipseg'), e.g. 'hf:CIDAS/clipseg-rd64-refined'")
     model = load(lambda **kw: CLIPSegForImageSegmentation.from_pretrained(src, **kw))
-    try:
-        tokenizer = load(lambda **kw: AutoTokenizer.from_pretrained(src, **kw))
-    except Exception as e:
-        raise ModelSpecError(f"{spec!r}: no usable tokenizer next to the model ({type(e).__name__}: {e}); save one "
-                             "with tokenizer.save_pretrained(folder)") from e
+    tokenizer = hub.load_companion(spec, "tokenizer",
+                                   lambda: load(lambda **kw: AutoTokenizer.from_pretrained(src, **kw)))
     cfg = read_json(Path(src) / "preprocessor_config.json") if is_local else hub_processor_config(src)
     dev = resolve_device(device)
     model = model.to(device=dev, dtype=resolve_dtype(dtype, dev))
