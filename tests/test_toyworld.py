@@ -29,7 +29,6 @@ from vlmkit.toyworld.world import (
     POSITIONS,
     SIZES,
     WorldConfig,
-    glyph_mask,
     render_spec,
     render_typographic,
     sample_spec,
@@ -107,9 +106,11 @@ def test_word_box_contains_text_pixels() -> None:
 
 
 def test_glyphs_cached_and_wider_for_longer_words() -> None:
-    a = glyph_mask("star", "DejaVuSans-Bold.ttf", 12)
-    assert a is glyph_mask("star", "DejaVuSans-Bold.ttf", 12)
-    assert glyph_mask("triangle", "DejaVuSans-Bold.ttf", 12).shape[1] > a.shape[1]
+    from vlmkit.glyphs import render_glyph
+
+    a = render_glyph("star", "DejaVuSans-Bold.ttf", 12, crop=True)  # the sign glyphs of the toy world
+    assert a is render_glyph("star", "DejaVuSans-Bold.ttf", 12, crop=True)
+    assert render_glyph("triangle", "DejaVuSans-Bold.ttf", 12, crop=True).shape[1] > a.shape[1]
     assert 0.0 <= a.min() and a.max() <= 1.0 and a.max() > 0.9
 
 

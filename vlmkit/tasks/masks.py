@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vlmkit.data.files import read_csv, read_json
+from vlmkit.data.files import check_dir, read_csv, read_json
 from vlmkit.data.images import ImageDataset, OnError, check_mode, check_on_error, check_size, open_image, resize_square
 from vlmkit.errors import DataError, DataNotFoundError, EmptyDatasetError, did_you_mean
 from vlmkit.runtime import stable_hash
@@ -161,9 +161,7 @@ def load_segmentation_folder(root: str | Path, annotations: str | Path | None = 
         EmptyDatasetError: No items.
     """
     check_on_error(on_error)
-    base = Path(root).expanduser()
-    if not base.is_dir():
-        raise DataNotFoundError(f"segmentation folder not found (or not a folder): {base}")
+    base = check_dir(root, "segmentation folder")
     if annotations is None:
         found = [base / f for f in ("prompts.csv", "prompts.json") if (base / f).is_file()]
         if not found:

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from vlmkit.data.files import check_dir
 from vlmkit.data.images import ImageDataset, OnError, check_on_error
 from vlmkit.errors import DataError, DataNotFoundError, EmptyDatasetError
 from vlmkit.runtime import stable_hash
@@ -143,9 +144,7 @@ def load_question_jsonl(path: str | Path, image_root: str | Path | None = None, 
     p = Path(path).expanduser()
     if not p.is_file():
         raise DataNotFoundError(f"questions file not found: {p}")
-    root = Path(image_root).expanduser() if image_root is not None else p.parent
-    if not root.is_dir():
-        raise DataNotFoundError(f"image root not found (or not a folder): {root}")
+    root = check_dir(image_root if image_root is not None else p.parent, "image root")
     paths, qs, opts_all, answers, kinds, ids = [], [], [], [], [], []
     for ln, line in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from PIL import Image
 
-from vlmkit.glyphs import find_font, fit_glyph, render_glyph
+from vlmkit.glyphs import fit_glyph
 
 # ----------------------------------------------------------------------------------------------------
 # Vocabulary of the world
@@ -238,39 +238,6 @@ def scene_rng(seed: int, index: int, stream: int = 0) -> np.random.Generator:
 
 
 # ----------------------------------------------------------------------------------------------------
-# Fonts and glyphs
-# ----------------------------------------------------------------------------------------------------
-
-
-def font_path(name: str) -> str | None:
-    """Absolute path of a font file (e.g. a DejaVu ``"DejaVuSans-Bold.ttf"``), or ``None`` when it is not installed.
-
-    The lookup is :func:`vlmkit.glyphs.find_font` (cached there).
-    """
-    return find_font(name)
-
-
-def glyph_mask(word: str, font: str, px: int) -> np.ndarray:
-    """The word rasterised as an alpha mask, cropped to its ink (:func:`vlmkit.glyphs.render_glyph`).
-
-    Args:
-        word: Text to draw.
-        font: Font file name.
-        px: Font size in pixels.
-
-    Returns:
-        ``(h, w)`` float32 alpha in [0, 1] (read-only, cached).
-    """
-    return render_glyph(word, font, px, crop=True)
-
-
-def fitted_glyph(word: str, font: str, px: int, max_w: int, min_px: int = 7) -> np.ndarray:
-    """:func:`glyph_mask` at the largest size ``<= px`` whose width fits ``max_w`` pixels
-    (:func:`vlmkit.glyphs.fit_glyph`; squeezed to ``max_w`` below ``min_px``)."""
-    return fit_glyph(word, font, px, max_w, min_px)
-
-
-# ----------------------------------------------------------------------------------------------------
 # Shapes
 # ----------------------------------------------------------------------------------------------------
 
@@ -463,11 +430,11 @@ def sign_geometry(sign: SignSpec, size: int) -> tuple[tuple[int, int, int, int],
     px = max(7, int(round(sign.font_frac * size)))
     pad = max(2, size // 24)
     if sign.word is not None:
-        glyph = fitted_glyph(sign.word, sign.font, px, max_w=size - 2 * pad - 2)
+        glyph = fit_glyph(sign.word, sign.font, px, size - 2 * pad - 2)
         gh, gw = glyph.shape
     else:
         glyph = None
-        ref = fitted_glyph("o" * max(1, sign.blank_chars), sign.font, px, max_w=size - 2 * pad - 2)
+        ref = fit_glyph("o" * max(1, sign.blank_chars), sign.font, px, size - 2 * pad - 2)
         gh, gw = ref.shape
     w, h = gw + 2 * pad, gh + 2 * pad
     cx, cy = sign.center[0] * size, sign.center[1] * size
