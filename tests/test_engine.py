@@ -292,3 +292,40 @@ def test_attack_cells_lower_scores_within_budget(tiny, captioned, tmp_path):
     assert feat > 0
     again = evaluate_grid(tiny, captioned, cells, out_dir=tmp_path, progress=False)  # cached, deterministic
     assert again[again.kind == "attack"]["value"].tolist() == df[df.kind == "attack"]["value"].tolist()
+
+
+def _evaluate_in_worker(cfg_dir, caps_dir, out_dir, records, batch_size):
+    """One worker process of a grid: its share of the cells, into the shared folder."""
+    from vlmkit.data import load_coco_captions
+    from vlmkit.evaluate import cells_from_records
+
+    tiny = tiny_vit_model(cfg_dir)
+    ds = load_coco_captions(caps_dir / "captions.json", caps_dir / "images")
+    evaluate_grid(tiny, ds, cells_from_records(records), out_dir=out_dir, batch_size=batch_size, progress=False)
+
+
+def test_two_worker_processes_give_the_one_process_table(tiny, captioned, tmp_path):
+    """Cells split over two processes writing into one folder give the rows of one process doing all of them
+    (with another batch size): every image's randomness depends on (seed, cell, image) only."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    cells = perturbation_cells("gaussian_noise", [2, 4]) + [Cell("attack", "pgd", 0, {"eps": 4 / 255, "steps": 2}),
+                                                           Cell("perturbation", "rotate", 3)]
+    records = [{"kind": c.kind, "name": c.name, "severity": c.severity, "params": dict(c.params)} for c in cells]
+    cfg_dir = tmp_path / "cfg"  # each worker registers the tiny architecture and builds it with the same seed
+    caps_dir = captioned.paths[0].parent.parent
+    one = evaluate_grid(tiny, captioned, cells, out_dir=tmp_path / "one", batch_size=3, progress=False)
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        jobs = [pool.submit(_evaluate_in_worker, cfg_dir, caps_dir, tmp_path / "two", part, 4)
+                for part in (records[::2], records[1::2])]
+        for j in jobs:
+            j.result()
+    two = ResultsStore(tmp_path / "two").merge()
+    cols = ["cell", "metric", "value"]
+    a = one[one.kind != "family"][cols].sort_values(["cell", "metric"], ignore_index=True)
+    b = two[two.kind != "family"][cols].sort_values(["cell", "metric"], ignore_index=True)
+    assert a[["cell", "metric"]].equals(b[["cell", "metric"]]) and len(a) > 40
+    counted = a.metric.str.contains("R@|IFR|top")
+    assert a.value[counted].tolist() == b.value[counted].tolist()
+    np.testing.assert_allclose(b.value[~counted], a.value[~counted], rtol=1e-4, atol=1e-5)
