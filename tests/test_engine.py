@@ -266,6 +266,9 @@ def test_bad_grid_inputs(tiny, captioned, tmp_path):
         Cell("attack", "pgd", 0, {"eps": 2})
     with pytest.raises(vlmkit.InputError, match="templates are for zero-shot"):
         evaluate_grid(tiny, captioned, [], out_dir=tmp_path / "t", templates=["a {}"])
+    with pytest.raises(vlmkit.InputError, match="task 'zeroshot' needs a LabelledImages or TypographicImages, "
+                                                "got CaptionedImages"):
+        evaluate_grid(tiny, captioned, [], out_dir=tmp_path / "z", task="zeroshot")
 
 
 def test_fourier_heatmap_shape_zero_eps_and_cache(tiny, captioned, tmp_path):

@@ -53,8 +53,6 @@ class DualEncoderTask(Task):
         attack_objective: Objective of attack cells ("zeroshot", "retrieval", "drift"); default: the task's.
     """
 
-    dataset_types: tuple[type, ...] = ()
-
     def __init__(self, token_layers: Sequence[int] = (), attack_objective: str | None = None) -> None:
         self.token_layers = [int(i) for i in token_layers]
         if attack_objective is not None and attack_objective not in OBJECTIVES:
@@ -66,11 +64,6 @@ class DualEncoderTask(Task):
 
     def load_model(self, spec: str, device: torch.device) -> VLM:
         return load_model(spec, device=device)
-
-    def check_dataset(self, dataset: Any) -> None:
-        if not isinstance(dataset, self.dataset_types):
-            raise InputError(f"task {self.name!r} needs a {' or '.join(t.__name__ for t in self.dataset_types)}, "
-                             f"got {type(dataset).__name__}")
 
     def text_targets(self, vlm: VLM, dataset: Any) -> torch.Tensor:
         """Caption embeddings ``(T, D)`` or class embeddings ``(C, D)``."""

@@ -62,6 +62,8 @@ class Task(abc.ABC):
     name: str = "task"
     #: Batch size when ``batch_size="auto"`` finds no accelerator to size from.
     default_batch_size: int = 64
+    #: The dataset types the task evaluates (:meth:`check_dataset`).
+    dataset_types: tuple[type, ...] = ()
 
     def options(self) -> dict[str, Any]:
         """Options that change the task's numbers (part of every cache and result key)."""
@@ -83,6 +85,12 @@ class Task(abc.ABC):
         ``cache`` is the grid's :class:`~vlmkit.evaluate.cache.TensorCache` for shared tensors, scoped to
         this model's weights (:func:`model_key`), so its keys need only name the data and the task.
         """
+
+    def check_dataset(self, dataset: Any) -> None:
+        """Refuse a dataset that is none of :attr:`dataset_types`, naming what the task needs."""
+        if self.dataset_types and not isinstance(dataset, self.dataset_types):
+            raise InputError(f"task {self.name!r} needs a {' or '.join(t.__name__ for t in self.dataset_types)}, "
+                             f"got {type(dataset).__name__}")
 
     def context(self, data: TaskData, index: torch.Tensor) -> dict[str, Any]:
         """Keywords offered to perturbations of images ``index`` (e.g. ``classnames``, ``labels``)."""

@@ -83,6 +83,7 @@ class AnswerScoringTask(Task):
 
     name = "answer_scoring"
     default_batch_size = 16
+    dataset_types = (QuestionSet,)
 
     def __init__(self, reduce: str = "sum", mode: str = "squash") -> None:
         if reduce not in ("sum", "mean"):
@@ -97,13 +98,12 @@ class AnswerScoringTask(Task):
 
     def prepare(self, model: AnswerScorer, dataset: QuestionSet, *, image_size: int | None, cache: Any,
                 cache_dir: Path | None, progress: bool) -> TaskData:
-        if not isinstance(dataset, QuestionSet):
-            raise InputError(f"task 'answer_scoring' needs a QuestionSet, got {type(dataset).__name__}")
+        self.check_dataset(dataset)
         size = int(image_size or max(model.image_size))
         images = dataset.load_images(size=size, mode=self.mode, cache_dir=cache_dir, progress=progress)
         ad = model.adapter
-        key = stable_hash(dataset.content_hash(), size, self.mode, self.reduce, getattr(ad, "template", ""),
-                    getattr(ad, "features", ""), type(ad).__name__)
+        key = stable_hash(dataset.content_hash(), size, self.options(), getattr(ad, "template", ""),
+                          getattr(ad, "features", ""), type(ad).__name__)
         extras = {"questions": dataset.questions, "options": dataset.options, "answers": dataset.answers,
                   "kinds": dataset.kinds, "kmax": dataset.max_options,
                   "yes_no": torch.tensor([_is_yes_no(o) for o in dataset.options]),

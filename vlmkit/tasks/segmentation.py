@@ -30,7 +30,6 @@ import torch
 import torch.nn.functional as F
 
 from vlmkit.data.images import check_mode
-from vlmkit.errors import InputError
 from vlmkit.evaluate.cells import Cell
 from vlmkit.evaluate.task import Task, TaskData
 from vlmkit.metrics.segmentation import foreground_iou
@@ -80,6 +79,7 @@ class SegmentationTask(Task):
 
     name = "segmentation"
     default_batch_size = 16
+    dataset_types = (SegmentationSet,)
 
     def __init__(self, threshold: float = 0.5, flip_iou: float = 0.5, mode: str = "squash") -> None:
         self.threshold, self.flip_iou, self.mode = float(threshold), float(flip_iou), check_mode(mode)
@@ -92,8 +92,7 @@ class SegmentationTask(Task):
 
     def prepare(self, model: CLIPSegTaskModel, dataset: SegmentationSet, *, image_size: int | None, cache: Any,
                 cache_dir: Path | None, progress: bool) -> TaskData:
-        if not isinstance(dataset, SegmentationSet):
-            raise InputError(f"task 'segmentation' needs a SegmentationSet, got {type(dataset).__name__}")
+        self.check_dataset(dataset)
         size = int(image_size or max(model.image_size))
         images = dataset.load_images(size=size, mode=self.mode, cache_dir=cache_dir, progress=progress)
         masks = dataset.load_masks(size, self.mode)
