@@ -74,3 +74,36 @@ def test_smoke_grid_end_to_end_with_report(tmp_path):
     # a second run skips every finished notebook
     again = run_grid(REPO / "params" / "smoke.yaml", out_root=tmp_path, progress=False, extra={"n_images": 8})
     assert [r.status for r in again] == ["skipped"]
+
+
+#: The cells of each notebook that draw a figure, named by a call only they make; each must show its
+#: figure inline in the committed notebook (the backend is the kernel's: no vlmkit import switches it).
+FIGURE_CELLS = {
+    "01_data": ["image_grid(imgs,", "image_grid(x, titles", "axes[0].imshow(scene.image)"],
+    "02_attacks": ["image_grid(torch.stack(imgs)", "log_spectrum(", "image_grid(torch.cat(views)", "render_view("],
+    "03_retrieval": ['degradation_curves(retrieval, "i2t_R@1")', 'degradation_curves(zeroshot, "top1")'],
+    "04_drift": ["drift_histograms(", "heatmap(h,", "normalised Dirichlet energy"],
+    "05_interpretability": ["plot_relevance(", "plot_head_maps(", "plot_head_sweep(", "plot_latent_stats("],
+    "06_report": ["radar(scores"],
+}
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_figure_cells_show_their_figures_inline(path):
+    nb = json.loads(path.read_text())
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    for marker in FIGURE_CELLS[path.stem]:
+        cells = [c for c in code if marker in "".join(c["source"])]
+        assert len(cells) == 1, f"{path.stem}: {len(cells)} cells contain {marker!r}; expected one"
+        images = [o for o in cells[0].get("outputs", []) if "image/png" in o.get("data", {})]
+        assert images, f"{path.stem}: the cell drawing {marker!r} shows no figure inline"
+
+
+def test_importing_vlmkit_figures_keeps_the_matplotlib_backend():
+    import subprocess
+    import sys
+
+    code = ("import matplotlib; matplotlib.use('svg'); import vlmkit.report, vlmkit.report.figures, "
+            "vlmkit.interpret; print(matplotlib.get_backend())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "svg"

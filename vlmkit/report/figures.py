@@ -10,15 +10,12 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt  # the backend is the caller's: inline in notebooks, Agg where there is no display
+import numpy as np
+import pandas as pd
+import torch
 
-matplotlib.use("Agg", force=False)
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-
-from vlmkit.errors import InputError  # noqa: E402
+from vlmkit.errors import InputError
 
 
 def save(fig: plt.Figure, path: str | Path, dpi: int = 110) -> Path:
