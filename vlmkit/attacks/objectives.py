@@ -70,7 +70,25 @@ class Objective:
         return f"{type(self).__name__}(targeted={self.targeted})"
 
 
-class ZeroShotCE(Objective):
+class _TextLogits(Objective):
+    """An objective on ``model.similarity(model.encode_image(x_adv), text_emb)``: the image-to-text logits."""
+
+    #: What the text embeddings are, for the error message.
+    texts: str = "text embeddings"
+
+    def __init__(self, text_emb: torch.Tensor | None = None, targeted: bool = False) -> None:
+        self.text_emb = text_emb
+        self.targeted = targeted
+
+    def logits(self, model: Any, x_adv: torch.Tensor, batch: Mapping[str, Any]) -> torch.Tensor:
+        """Image-to-text logits ``(B, T)`` with ``batch["text_emb"]`` or the constructor's ``text_emb``."""
+        text = batch.get("text_emb", self.text_emb)
+        if text is None:
+            raise InputError(f"{type(self).__name__} needs {self.texts}: pass text_emb= or batch['text_emb']")
+        return model.similarity(model.encode_image(x_adv), text.to(x_adv.device))  # (B, T)
+
+
+class ZeroShotCE(_TextLogits):
     """Zero-shot classification cross-entropy, per image.
 
     ``logits = model.similarity(model.encode_image(x_adv), text_emb)``; untargeted: ``CE(logits, labels)``;
@@ -84,15 +102,7 @@ class ZeroShotCE(Objective):
     Batch keys: ``labels (B,)`` (untargeted) / ``target (B,)`` (targeted), optionally ``text_emb``.
     """
 
-    def __init__(self, text_emb: torch.Tensor | None = None, targeted: bool = False) -> None:
-        self.text_emb = text_emb
-        self.targeted = targeted
-
-    def logits(self, model: Any, x_adv: torch.Tensor, batch: Mapping[str, Any]) -> torch.Tensor:
-        text = batch.get("text_emb", self.text_emb)
-        if text is None:
-            raise InputError("ZeroShotCE needs class text embeddings (C, D): pass text_emb= or batch['text_emb']")
-        return model.similarity(model.encode_image(x_adv), text.to(x_adv.device))  # (B, C)
+    texts = "class text embeddings (C, D)"
 
     def _labels(self, batch: Mapping[str, Any], logits: torch.Tensor) -> torch.Tensor:
         key = "target" if self.targeted else "labels"
@@ -113,7 +123,7 @@ class ZeroShotCE(Objective):
         return pred == lab if self.targeted else pred != lab
 
 
-class RetrievalCE(Objective):
+class RetrievalCE(_TextLogits):
     """Image→text contrastive cross-entropy over a caption set, with the matched caption(s) as positives.
 
     ``logits = model.similarity(model.encode_image(x_adv), text_emb) (B, T)``; the loss is
@@ -129,15 +139,10 @@ class RetrievalCE(Objective):
     ``target (B,)`` (targeted); optionally ``text_emb``.
     """
 
-    def __init__(self, text_emb: torch.Tensor | None = None, targeted: bool = False) -> None:
-        self.text_emb = text_emb
-        self.targeted = targeted
+    texts = "caption embeddings (T, D)"
 
     def __call__(self, model: Any, x_adv: torch.Tensor, batch: Mapping[str, Any]) -> torch.Tensor:
-        text = batch.get("text_emb", self.text_emb)
-        if text is None:
-            raise InputError("RetrievalCE needs caption embeddings (T, D): pass text_emb= or batch['text_emb']")
-        logits = model.similarity(model.encode_image(x_adv), text.to(x_adv.device)).float()  # (B, T)
+        logits = self.logits(model, x_adv, batch).float()  # (B, T)
         B, T = logits.shape
         if self.targeted:
             tgt = _indices(_need(batch, "target", "RetrievalCE", "caption indices (B,)"), B, T, "batch['target']",
