@@ -10,6 +10,9 @@ image once per resolution into a cached ``uint8`` tensor ``(N, 3, S, S)``::
     x = small.load_images(size=224)             # (32, 3, 224, 224) uint8, cached on disk
     batch = to_float(x[:8])                     # (8, 3, 224, 224) float32 in [0, 1]
     mask = small.positive_mask()                # (32, T) bool
+
+Notebooks and grids name their data with one ``datasets`` parameter (role -> spec, see
+:mod:`vlmkit.data.sources`): ``load_datasets({"retrieval": {"format": "karpathy", ...}}, n_images=None, ...)``.
 """
 
 from vlmkit.data.captions import CaptionedImages, CaptionedItem, load_coco_captions, load_karpathy
@@ -25,6 +28,15 @@ from vlmkit.data.classnames import (
 )
 from vlmkit.data.images import ImageDataset, decode_image, default_cache_dir, to_float
 from vlmkit.data.labelled import LabelledImages, LabelledItem, load_image_folder, load_labelled_csv, read_classnames
+from vlmkit.data.sources import (
+    DATASET_FORMATS,
+    DATASET_ROLES,
+    check_datasets,
+    dataset_name,
+    load_datasets,
+    shared_layout,
+    with_shared_layout,
+)
 from vlmkit.data.typographic import (
     SCAM_VARIANTS,
     TypographicImages,
@@ -35,6 +47,13 @@ from vlmkit.data.typographic import (
 )
 
 __all__ = [
+    "DATASET_FORMATS",
+    "DATASET_ROLES",
+    "check_datasets",
+    "dataset_name",
+    "load_datasets",
+    "shared_layout",
+    "with_shared_layout",
     "CaptionedImages",
     "CaptionedItem",
     "ImageDataset",
