@@ -43,6 +43,7 @@ from vlmkit.registry import (
     list_attacks,
     list_metrics,
     list_perturbations,
+    resolve_perturbations,
 )
 
 if TYPE_CHECKING:  # the lazy names, for type checkers and IDEs
@@ -88,7 +89,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "__version__", "VLM", "VisionTokens", "load_model", "create_model", "list_models", "list_model_families",
     "Registry", "MODELS", "PERTURBATIONS", "ATTACKS", "METRICS", "TASKS", "list_perturbations",
-    "create_perturbation", "list_attacks", "create_attack", "list_metrics", "create_metric", "resolve_device",
+    "resolve_perturbations",    "create_perturbation", "list_attacks", "create_attack", "list_metrics", "create_metric", "resolve_device",
     "resolve_dtype", "autocast", "seed_everything", "make_generator", "VLMKitError", "DataError",
     "DataNotFoundError", "EmptyDatasetError", "InputError", "ModelSpecError", "RegistryError",
     "WeightsNotFoundError", "tasks",

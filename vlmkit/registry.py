@@ -193,6 +193,41 @@ def list_perturbations(pattern: str = "*", **meta: Any) -> list[str]:
     return PERTURBATIONS.list(pattern, **meta)
 
 
+#: Group names a perturbation list may use besides names, globs and families.
+PERTURBATION_GROUPS = {"imagenet-c": {"reference": "imagecorruptions"}}
+
+
+def resolve_perturbations(names: str | Sequence[str], where: str = "perturbations") -> list[str]:
+    """Registered perturbation names for a list of names, globs (``"*blur"``), families (``"noise"``) or
+    groups (``"imagenet-c"``: the 19 ImageNet-C corruptions, Hendrycks & Dietterich 2019), in order,
+    without repeats.
+
+    Raises:
+        RegistryError: An entry matches nothing; the message names ``where`` and near matches.
+    """
+    items = [names] if isinstance(names, str) else list(names)
+    out: list[str] = []
+    for n in items:
+        if not isinstance(n, str):
+            raise RegistryError(f"{where}: {n!r} is not a string; expected perturbation names, globs or families")
+        if n in PERTURBATION_GROUPS:
+            hits = PERTURBATIONS.list(**PERTURBATION_GROUPS[n])
+        elif any(ch in n for ch in "*?["):
+            hits = PERTURBATIONS.list(n)
+        elif n in PERTURBATIONS:
+            hits = [n]
+        else:
+            hits = PERTURBATIONS.list(family=n)
+        if not hits:
+            families = sorted({str(PERTURBATIONS.meta(k).get("family")) for k in PERTURBATIONS.list()})
+            known = [*PERTURBATIONS.list(), *families, *PERTURBATION_GROUPS]
+            raise RegistryError(f"{where}: unknown perturbation {n!r}; expected a registered name, glob, family "
+                                f"({', '.join(families)}) or group ({', '.join(PERTURBATION_GROUPS)})."
+                                + did_you_mean(n, known))
+        out += [h for h in hits if h not in out]
+    return out
+
+
 def create_perturbation(name: str, *args: Any, **kwargs: Any) -> Any:
     """Call the perturbation ``name`` with the given arguments."""
     return PERTURBATIONS.create(name, *args, **kwargs)
@@ -218,5 +253,5 @@ def create_metric(name: str, *args: Any, **kwargs: Any) -> Any:
     return METRICS.create(name, *args, **kwargs)
 
 
-__all__ = ["ATTACKS", "METRICS", "MODELS", "PERTURBATIONS", "Registry", "TASKS", "create_attack", "create_metric",
-           "create_perturbation", "list_attacks", "list_metrics", "list_perturbations"]
+__all__ = ["ATTACKS", "METRICS", "MODELS", "PERTURBATIONS", "PERTURBATION_GROUPS", "Registry", "TASKS", "create_attack", "create_metric",
+           "create_perturbation", "list_attacks", "list_metrics", "list_perturbations", "resolve_perturbations"]

@@ -6,19 +6,21 @@
 
 Rooms: :mod:`.cells` (what a cell applies, and the one way to apply it), :mod:`.task` (the task
 interface), :mod:`.dual` (retrieval and zero-shot tasks of dual encoders), :mod:`.runner` (the one
-runner), :mod:`.engine` (entry points), :mod:`.store` and :mod:`.cache` (files), :mod:`.spectral`
+runner), :mod:`.engine` (entry points), :mod:`.sets` (which models read which datasets), :mod:`.store` and :mod:`.cache` (files), :mod:`.spectral`
 (Fourier heat maps).
 """
 
 from vlmkit.evaluate.cache import TensorCache
-from vlmkit.evaluate.cells import CLEAN, Cell, attack_cells, cells_from_records, perturbation_cells
+from vlmkit.evaluate.cells import CLEAN, Cell, attack_cells, cells_from_records, grid_cells, perturbation_cells
 from vlmkit.evaluate.dual import RetrievalTask, ZeroShotTask, infer_task
 from vlmkit.evaluate.engine import cell_embeddings, cell_images, evaluate_grid, get_task
 from vlmkit.evaluate.runner import ENGINE_VERSION, Runner
+from vlmkit.evaluate.sets import evaluate_sets, family_drift, is_toy_dataset, is_toy_model, models_for
 from vlmkit.evaluate.spectral import fourier_heatmap
 from vlmkit.evaluate.store import ResultsStore
 from vlmkit.evaluate.task import Task, TaskData, model_key
 
 __all__ = ["CLEAN", "Cell", "ENGINE_VERSION", "ResultsStore", "RetrievalTask", "Runner", "Task", "TaskData",
            "TensorCache", "ZeroShotTask", "attack_cells", "cell_embeddings", "cell_images", "cells_from_records",
-           "evaluate_grid", "fourier_heatmap", "get_task", "infer_task", "model_key", "perturbation_cells"]
+           "evaluate_grid", "evaluate_sets", "family_drift", "fourier_heatmap", "get_task", "grid_cells", "infer_task", "is_toy_dataset", "is_toy_model",
+           "model_key", "models_for", "perturbation_cells"]

@@ -25,8 +25,8 @@ from typing import Any
 
 import torch
 
-from vlmkit.errors import InputError
-from vlmkit.registry import ATTACKS, PERTURBATIONS
+from vlmkit.errors import InputError, RegistryError, did_you_mean
+from vlmkit.registry import ATTACKS, PERTURBATIONS, resolve_perturbations
 from vlmkit.runtime import item_generators
 
 KINDS = ("clean", "perturbation", "attack")
@@ -116,7 +116,7 @@ class Cell:
                 parts.append(f"{k}={v:g}")
             else:
                 parts.append(f"{k}={v}")
-        sev = f"@{self.severity}" if self.kind == "perturbation" else ""
+        sev = f"@{self.severity}" if self.kind == "perturbation" and "eps" not in self.params else ""
         return " ".join([f"{self.name}{sev}", *parts])
 
     def apply(self, x: torch.Tensor, index: Sequence[int] | torch.Tensor, *, seed: int,
@@ -169,21 +169,73 @@ def perturbation_cells(names: Sequence[str] | str, severities: Sequence[int | fl
 
     ``perturbation_cells(["gaussian_noise", "fog"], [1, 3])`` → 4 cells;
     ``perturbation_cells("band_noise", [1], band=[(0, .1), (.1, .3)])`` → 2 cells.
-    Names may be globs over the registry (``"*blur"``).
+    Names may be globs (``"*blur"``), families (``"noise"``) or ``"imagenet-c"``
+    (:func:`vlmkit.registry.resolve_perturbations`); an unknown name is an error. A perturbation
+    registered without severities (``band_filter``) gets one cell at severity 1 whatever ``severities``,
+    and so does a cell whose ``params`` fix the budget (``eps=[1/255, 4/255]``: one cell per budget).
     """
-    names = [names] if isinstance(names, str) else list(names)
-    expanded: list[str] = []
-    for n in names:
-        hits = PERTURBATIONS.list(n) if any(ch in n for ch in "*?[") else [n]
-        if not hits:
-            raise InputError(f"perturbation pattern {n!r} matches nothing; known: {PERTURBATIONS.list()}")
-        expanded += hits
-    return [Cell("perturbation", n, s, p) for n in expanded for s in severities for p in _combos(params)]
+    expanded = resolve_perturbations(names)
+    levels = list(severities)
+    if not levels:
+        raise InputError("perturbation_cells: severities is empty; expected e.g. [1, 3, 5]")
+    return [Cell("perturbation", n, s, p) for n in expanded for p in _combos(params)
+            for s in (levels if PERTURBATIONS.meta(n).get("severities") and "eps" not in p else [1])]
 
 
 def attack_cells(name: str, **params: Sequence[Any] | Any) -> list[Cell]:
-    """Cells for an attack over every combination of list-valued ``params`` (e.g. ``eps=[1/255, 4/255]``)."""
+    """Cells for an attack over every combination of list-valued ``params`` (e.g. ``eps=[1/255, 4/255]``).
+
+    Raises:
+        RegistryError: ``name`` is not a registered attack.
+    """
+    if name not in ATTACKS:
+        raise RegistryError(f"attacks: unknown attack {name!r}; expected one of {ATTACKS.list()}."
+                            + did_you_mean(str(name), ATTACKS.list()))
     return [Cell("attack", name, 0, p) for p in _combos(params)]
+
+
+def grid_cells(perturbations: Sequence[str] = (), severities: Sequence[int | float] = (1, 2, 3, 4, 5), *,
+               perturbation_params: Mapping[str, Mapping[str, Any]] | None = None, attacks: Sequence[str] = (),
+               epsilons: Sequence[float] = (), attack_steps: int | None = None,
+               attack_params: Mapping[str, Mapping[str, Any]] | None = None) -> list[Cell]:
+    """The cells of a notebook's grid parameters, in one vocabulary.
+
+    Args:
+        perturbations: Names, globs, families or groups (:func:`vlmkit.registry.resolve_perturbations`).
+        severities: Severities of each perturbation.
+        perturbation_params: Per perturbation name, parameters to sweep (lists) or fix, e.g.
+            ``{"band_noise": {"band": ["low", "mid", "high"], "norm": "linf", "eps": [1/255, 4/255]}}``.
+        attacks: Registered attack names.
+        epsilons: L∞ budgets of every attack (unless its ``attack_params`` give ``eps``).
+        attack_steps: Iterations of every attack (unless its ``attack_params`` give ``steps``).
+        attack_params: Per attack name, parameters to sweep or fix (``{"freq_pgd": {"band": ["low", "high"]}}``).
+
+    Entries of ``*_params`` for perturbations or attacks the grid does not run are ignored (so one
+    notebook default serves several grids), but their keys must be registered names.
+
+    Raises:
+        InputError: A ``*_params`` key is not a registered perturbation or attack, or its value not a mapping.
+        RegistryError: Unknown perturbation or attack.
+    """
+    pp, ap = dict(perturbation_params or {}), dict(attack_params or {})
+    names = resolve_perturbations(list(perturbations)) if perturbations else []
+    for where, given, registry in (("perturbation_params", pp, PERTURBATIONS), ("attack_params", ap, ATTACKS)):
+        unknown = [k for k in given if k not in registry]
+        if unknown:
+            raise InputError(f"{where} names {unknown}, which are not registered; expected keys among "
+                             f"{registry.list()}." + did_you_mean(str(unknown[0]), registry.list()))
+        bad = [k for k, v in given.items() if not isinstance(v, Mapping)]
+        if bad:
+            raise InputError(f"{where}[{bad[0]!r}] must map parameter names to values, got {given[bad[0]]!r}")
+    cells = [c for n in names for c in perturbation_cells(n, severities, **pp.get(n, {}))]
+    for a in attacks:
+        params = dict(ap.get(a, {}))
+        if "eps" not in params and epsilons:
+            params["eps"] = [float(e) for e in epsilons]
+        if "steps" not in params and attack_steps is not None:
+            params["steps"] = int(attack_steps)
+        cells += attack_cells(a, **params)
+    return cells
 
 
 def cells_from_records(records: Iterable[Mapping[str, Any]]) -> list[Cell]:

@@ -3,10 +3,11 @@
 * ``retrieval`` (captioned images): image→text / text→image Recall@{1,5,10}, median ranks, flips of
   the top-1 retrieved caption, retrieval margin (Radford et al. 2021; the COCO Karpathy protocol);
 * ``zeroshot`` (labelled or typographic images): top-1/top-5, ECE (Guo et al. 2017), label flips,
-  margin; for typographic sets also the share of predictions moved to the attack word
+  margin, the MSP AUROC of clean vs perturbed images (``ood_auroc``, Hendrycks & Gimpel 2017); for typographic sets also the share of predictions moved to the attack word
   (Goh et al. 2021; SCAM, Westerhoff et al. 2025).
 
-Both add representation drift against control drift and, for ``token_layers``, Dirichlet energy and
+Both add representation drift against control drift, the drift of the images whose answer did not
+flip (``drift_kept_mean``: the hidden instability of Wani et al. 2026) and, for ``token_layers``, Dirichlet energy and
 token drift of the vision tokens per layer. Attack cells use the task's white-box objective:
 zero-shot cross-entropy, image→text contrastive cross-entropy with every caption of an image a
 positive, or embedding drift (``attack_objective="drift"``, the FARE objective).
@@ -26,7 +27,9 @@ from vlmkit.errors import InputError
 from vlmkit.evaluate.cells import Cell
 from vlmkit.evaluate.task import Task, TaskData
 from vlmkit.metrics import (
+    auroc,
     class_probabilities,
+    cosine_drift,
     dirichlet_energy,
     expected_calibration_error,
     flip_rates,
@@ -49,12 +52,15 @@ class DualEncoderTask(Task):
     """Common part of retrieval and zero-shot: a :class:`~vlmkit.VLM`, embeddings, drift, tokens.
 
     Args:
-        token_layers: Layers whose vision tokens get Dirichlet energy and token drift.
+        token_layers: Layers whose vision tokens get Dirichlet energy and token drift, or ``"all"``: every
+            layer of each model.
         attack_objective: Objective of attack cells ("zeroshot", "retrieval", "drift"); default: the task's.
     """
 
-    def __init__(self, token_layers: Sequence[int] = (), attack_objective: str | None = None) -> None:
-        self.token_layers = [int(i) for i in token_layers]
+    def __init__(self, token_layers: Sequence[int] | str = (), attack_objective: str | None = None) -> None:
+        if isinstance(token_layers, str) and token_layers != "all":
+            raise InputError(f"token_layers={token_layers!r}; expected a list of layer indices or 'all'")
+        self.token_layers: list[int] | str = token_layers if isinstance(token_layers, str) else [int(i) for i in token_layers]
         if attack_objective is not None and attack_objective not in OBJECTIVES:
             raise InputError(f"attack_objective={attack_objective!r}; expected one of {sorted(OBJECTIVES)}")
         self.attack_objective = attack_objective
@@ -94,7 +100,7 @@ class DualEncoderTask(Task):
     # ------------------------------------------------------------------ per image
     def outputs(self, model: VLM, data: TaskData, cell: Cell, x: torch.Tensor, index: torch.Tensor,
                 seed: int) -> dict[str, torch.Tensor]:
-        layers = self.token_layers
+        layers = list(range(model.num_layers)) if self.token_layers == "all" else self.token_layers
         if not layers:
             return {"emb": model.encode_image(x)}
         emb, toks = model.encode_image_and_tokens(x, layers)
@@ -125,6 +131,10 @@ class DualEncoderTask(Task):
         if cell.kind != "clean":
             pred0, pred = self.flips(data, out)
             m["IFR"] = flip_rates(pred0, pred)["IFR"]
+            kept = pred0 == pred  # hidden instability: drift where the answer did not change (Wani et al. 2026)
+            if bool(kept.any()):
+                m["drift_kept_mean"] = float(cosine_drift(emb0[kept], emb[kept]).mean())
+            m.update(self.shift_detection(data, emb0, emb))
         for k, v in out.items():
             if k.startswith(("dirichlet_L", "token_drift_L")) and not (cell.kind == "clean" and k.startswith("token")):
                 m[k] = float(v.mean())
@@ -132,6 +142,10 @@ class DualEncoderTask(Task):
 
     def task_metrics(self, data: TaskData, emb: torch.Tensor, scores: torch.Tensor) -> dict[str, float]:
         raise NotImplementedError
+
+    def shift_detection(self, data: TaskData, emb0: torch.Tensor, emb: torch.Tensor) -> dict[str, float]:
+        """Metrics that tell perturbed from clean inputs (none by default)."""
+        return {}
 
     # ------------------------------------------------------------------ attacks
     def attack_batch(self, data: TaskData, index: torch.Tensor, device: torch.device) -> dict[str, Any]:
@@ -185,7 +199,7 @@ class ZeroShotTask(DualEncoderTask):
     name = "zeroshot"
     dataset_types = (LabelledImages, TypographicImages)
 
-    def __init__(self, templates: Sequence[str] = ("a photo of a {}.",), token_layers: Sequence[int] = (),
+    def __init__(self, templates: Sequence[str] = ("a photo of a {}.",), token_layers: Sequence[int] | str = (),
                  attack_objective: str | None = None) -> None:
         super().__init__(token_layers, attack_objective)
         if isinstance(templates, str) or not templates or not all(isinstance(t, str) and "{}" in t for t in templates):
@@ -225,6 +239,15 @@ class ZeroShotTask(DualEncoderTask):
         if attack is not None:
             m["attack_word_rate"] = float((scores.argmax(1) == attack).float().mean())
         return m
+
+    def shift_detection(self, data: TaskData, emb0: torch.Tensor, emb: torch.Tensor) -> dict[str, float]:
+        """``ood_auroc``: AUROC of the maximum class probability separating clean (in-distribution) from
+        perturbed images (the MSP baseline, Hendrycks & Gimpel 2017; 0.5 = the shift is invisible to the
+        model's confidence, 1 = every perturbed image is less confident than every clean one)."""
+        sig = data.extras["model"].logit_bias is not None
+        conf0 = class_probabilities(self.scores(data, emb0), sigmoid=sig).max(1).values  # (N,)
+        conf = class_probabilities(self.scores(data, emb), sigmoid=sig).max(1).values  # (N,)
+        return {"ood_auroc": auroc(conf0, conf)}
 
     def attack_batch(self, data: TaskData, index: torch.Tensor, device: torch.device) -> dict[str, Any]:
         return {"labels": data.extras["labels"][index].to(device)}

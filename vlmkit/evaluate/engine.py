@@ -56,12 +56,13 @@ def get_task(task: str | Task, **options: Any) -> Task:
         raise InputError(f"task {task!r}: {e}") from None
 
 
-def _task_for(dataset: Any, task: str | Task | None, templates: Sequence[str], token_layers: Sequence[int],
+def _task_for(dataset: Any, task: str | Task | None, templates: Sequence[str], token_layers: Sequence[int] | str,
               attack_objective: str | None, task_options: Mapping[str, Any] | None) -> Task:
     """The task object of a call, with the dual-encoder keywords routed to the tasks that take them."""
     task = task or infer_task(dataset)
     opts = dict(task_options or {})
-    given = {"templates": tuple(templates), "token_layers": tuple(token_layers), "attack_objective": attack_objective}
+    given = {"templates": tuple(templates), "token_layers": token_layers if isinstance(token_layers, str) else tuple(token_layers),
+             "attack_objective": attack_objective}
     changed = [k for k, v in given.items() if v != _DUAL_DEFAULTS[k]]
     if task == "zeroshot":
         opts = {**given, **opts}
@@ -119,7 +120,7 @@ def _place(data: TaskData, model: Any, resident: bool | None) -> None:
 def evaluate_grid(models: Sequence[str | Any] | str | Any, dataset: Any, cells: Sequence[Cell], *,
                   out_dir: str | os.PathLike, task: str | Task | None = None, seed: int = 0,
                   batch_size: int | str = 64, device: str = "auto", templates: Sequence[str] = ("a photo of a {}.",),
-                  image_size: int | None = None, token_layers: Sequence[int] = (), dataset_name: str | None = None,
+                  image_size: int | None = None, token_layers: Sequence[int] | str = (), dataset_name: str | None = None,
                   attack_objective: str | None = None, task_options: Mapping[str, Any] | None = None,
                   cache: bool = True, progress: bool = True, precision: str | None = None,
                   channels_last: bool = False, compile: bool | str = False,
@@ -141,7 +142,8 @@ def evaluate_grid(models: Sequence[str | Any] | str | Any, dataset: Any, cells: 
         device: "auto", "cpu", "cuda".
         templates: Prompt templates of zero-shot class embeddings (task ``zeroshot``).
         image_size: Decode/perturb resolution (default: the model's input size).
-        token_layers: Layers whose vision tokens get Dirichlet energy and token drift (dual encoders).
+        token_layers: Layers whose vision tokens get Dirichlet energy and token drift (dual encoders), or
+            ``"all"``: every layer of each model.
         dataset_name: Name in the table (default: the dataset's name).
         attack_objective: Objective of attack cells for dual encoders (default: the task's).
         task_options: Keyword arguments of the task's constructor (e.g. ``{"flip_iou": 0.3}``).

@@ -36,7 +36,7 @@ from vlmkit.results import make_row, provenance_label
 from vlmkit.runtime import auto_batch_size, item_generators, resolve_dtype, run_batched_with_backoff, stable_hash
 
 #: Bump when what a cached output or a stored cell means changes.
-ENGINE_VERSION = "2"
+ENGINE_VERSION = "3"
 
 
 def precision_name(precision: str | torch.dtype | None) -> str | None:
@@ -183,7 +183,8 @@ class Runner:
         return [c.key for c in todo] + self.family_flips(cells)
 
     def family_flips(self, cells: Sequence[Cell]) -> list[str]:
-        """IFR and IV over each perturbation family and over all cells, from cached outputs.
+        """IFR and IV over the cells of each perturbation (its severities and parameters), each registry
+        family, and all cells ("all"), from cached outputs.
 
         Family rows describe the cells of this call; they are rewritten by every call.
         """
@@ -193,8 +194,10 @@ class Runner:
             if cell.kind == "clean":
                 continue
             pred0, pred = self.task.flips(self.data, self.cell_outputs(cell))
-            fams.setdefault(cell.family, []).append(pred)
-            fams.setdefault("all", []).append(pred)
+            # the study's families are perturbation types (translate, scale ...) over their severities;
+            # registry families (geometric ...) and the union ("all") group several of them
+            for group in dict.fromkeys([cell.name, cell.family, "all"]):
+                fams.setdefault(group, []).append(pred)
         keys = []
         for fam, preds in fams.items():
             r = flip_rates(pred0, torch.stack(preds))
