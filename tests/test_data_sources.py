@@ -238,6 +238,7 @@ def test_shared_layout(shared_data):
     assert specs["classification"][0]["label_column"] == "class_index"
     merged = with_shared_layout({"retrieval": "toy"}, shared_data)
     assert [s["name"] for s in merged["retrieval"]] == ["toy-retrieval", "coco-mini"]
+    assert set(merged) == {"retrieval"}  # --data fills the roles the study measures, no others
     assert with_shared_layout(specs, shared_data) == specs  # the same specs are not added twice
 
 

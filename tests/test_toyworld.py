@@ -29,9 +29,7 @@ from vlmkit.toyworld.world import (
     POSITIONS,
     SIZES,
     WorldConfig,
-    render_spec,
     render_typographic,
-    sample_spec,
 )
 
 SIGNS = WorldConfig(p_sign=0.6, p_blank=0.2, p_sign_only=0.2)

@@ -2,6 +2,7 @@
 
     vlmkit smoke [--data ../shared/data] [--out outputs/smoke-job]    run the smoke job (Python only, no notebooks)
     vlmkit grid params/X.yaml [--data DIR] [--only ...] [--dry-run]   run a papermill grid, then build its report
+        [-p KEY VALUE ...] [-y YAML ...]                              (parameters of every run, over the file's)
         [--notebooks DIR]                                             (your copies of the notebooks)
         [--executor local --workers 2 | --executor slurm --partition gpu --gpus-per-node 1 ...]
     vlmkit report outputs/<grid>                                      build the HTML report
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -47,9 +49,58 @@ def _notebook_folder(path: str) -> Path:
     return folder.resolve()
 
 
+_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)$")
+
+
+def _yaml_value(text: str, where: str) -> object:
+    """A command-line value read as YAML (``8``, ``'[toy:vit]'``, ``null``); ``1e-3`` is a float, as in Python."""
+    import yaml
+
+    from vlmkit.errors import DataError
+
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise DataError(f"{where}: {text!r} is not valid YAML ({' '.join(str(e).split())[:200]}); quote strings "
+                        "and lists, e.g. -p models '[\"toy:vit\"]'") from None
+    if isinstance(value, str) and _FLOAT.match(value.strip()):
+        return float(value)
+    return value
+
+
+def grid_overrides(yamls: Sequence[str] = (), params: Sequence[Sequence[str]] = (),
+                   raw: Sequence[Sequence[str]] = ()) -> dict[str, object]:
+    """The ``-y YAML``, ``-p KEY VALUE`` (VALUE read as YAML) and ``-r KEY VALUE`` (VALUE a string) options of
+    ``vlmkit grid`` as one mapping, later options winning, like papermill's command line.
+
+    Raises:
+        DataError: A ``-y`` that is not a YAML mapping, a VALUE that is not YAML, or a KEY that is not a name.
+    """
+    from vlmkit.errors import DataError
+
+    out: dict[str, object] = {}
+    for text in yamls or ():
+        value = _yaml_value(text, "-y")
+        if value is None:
+            continue
+        if not isinstance(value, dict):
+            raise DataError(f"-y {text!r}: expected a YAML mapping such as '{{n_images: 8, seed: 1}}', got a "
+                            f"{type(value).__name__}")
+        out.update(value)
+    for key, text in params or ():
+        out[key] = _yaml_value(text, f"-p {key}")
+    for key, text in raw or ():
+        out[key] = text
+    for key in out:
+        if not isinstance(key, str) or not key.isidentifier():
+            raise DataError(f"-p/-y: parameter name {key!r} is not a Python identifier")
+    return out
+
+
 def _grid(args: argparse.Namespace) -> int:
     from vlmkit.grid import run_grid
 
+    overrides = grid_overrides(args.yaml, args.parameters, args.raw)
     extra = None
     if args.data:  # notebooks run with their folder as working directory: pass the data folder as an absolute path
         from vlmkit.errors import DataNotFoundError
@@ -63,6 +114,8 @@ def _grid(args: argparse.Namespace) -> int:
                "cpus_per_task": args.cpus_per_task, "mem_gb": args.mem_gb, "timeout_min": args.timeout_min,
                "max_retries": args.max_retries, "chunk_size": args.chunk_size}
     where = {"notebooks_dir": _notebook_folder(args.notebooks)} if args.notebooks else {}
+    if overrides:
+        where["overrides"] = overrides
     results = run_grid(args.grid, out_root=args.out, only=args.only, dry_run=args.dry_run, extra=extra,
                        timeout_s=args.timeout, workers=args.workers, executor=args.executor, executor_options=options,
                        **where)
@@ -155,7 +208,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_smoke)
 
     g = sub.add_parser("grid", help="run a papermill parameter grid (params/*.yaml)")
-    g.add_argument("grid", help="grid YAML file")
+    g.add_argument("grid", help="grid YAML file, or the name of a grid shipped in vlmkit/params (e.g. smoke)")
+    g.add_argument("-p", "--parameter", dest="parameters", nargs=2, action="append", metavar=("KEY", "VALUE"),
+                   default=[], help="set a parameter of every run, over the grid file's (VALUE read as YAML: "
+                                    "-p n_images 8, -p models '[\"toy:vit\"]'); repeatable")
+    g.add_argument("-r", "--raw", nargs=2, action="append", metavar=("KEY", "VALUE"), default=[],
+                   help="like -p, VALUE kept as a string; repeatable")
+    g.add_argument("-y", "--yaml", action="append", default=[], metavar="YAML",
+                   help="parameters of every run as a YAML mapping ('{n_images: 8, seed: 1}'); repeatable")
     g.add_argument("--only", nargs="*", default=None, help="run-id globs to run")
     g.add_argument("--dry-run", action="store_true", help="list the runs and their folders only")
     g.add_argument("--data", default=None, help="real-photo folder passed to every notebook as data_path")

@@ -497,7 +497,8 @@ def shared_layout(data_path: str | Path) -> dict[str, list[dict[str, Any]]]:
 
 
 def with_shared_layout(datasets: Mapping[str, Any], data_path: str | Path | None) -> dict[str, list[dict[str, Any]]]:
-    """``datasets`` with the specs of :func:`shared_layout` appended per role (what ``--data`` does).
+    """``datasets`` with the specs of :func:`shared_layout` appended to the roles it names (what ``--data``
+    does: a study that measures retrieval gets the shared photos' retrieval set, not its classification set).
 
     A shared spec equal to one already in ``datasets`` (same normalised spec) is not added twice.
 
@@ -516,7 +517,9 @@ def with_shared_layout(datasets: Mapping[str, Any], data_path: str | Path | None
         return own
     merged = {role: list(specs) for role, specs in own.items()}
     for role, specs in shared_layout(data_path).items():
-        have = merged.setdefault(role, [])
+        if role not in merged:
+            continue
+        have = merged[role]
         have += [s for s in specs if all(_identity(s) != _identity(h) for h in have)]
     return check_datasets(merged, where=f"datasets + --data {data_path}")
 

@@ -105,3 +105,43 @@ def load_companion(spec: str, what: str, load: Callable[[], T], hint: str = "") 
     except Exception as e:
         raise ModelSpecError(f"{spec!r}: no usable {what} next to the model ({type(e).__name__}: {e}); save one "
                              f"with {what}.save_pretrained(folder){hint}") from e
+
+
+#: Answers of :func:`reachable` per endpoint, for the life of the process.
+_REACHABLE: dict[str, bool] = {}
+
+
+def hub_endpoint() -> str:
+    """The Hugging Face hub endpoint in use (``HF_ENDPOINT``, default https://huggingface.co)."""
+    try:
+        from huggingface_hub import constants
+
+        return str(constants.ENDPOINT).rstrip("/")
+    except Exception:  # pragma: no cover - huggingface_hub is a dependency of both families
+        return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+
+
+def reachable(timeout_s: float = 3.0) -> bool:
+    """Whether the hub answers one HEAD request within ``timeout_s`` (no retries; cached per process).
+
+    False at once, without a request, when downloads are disabled (:func:`offline`). Any HTTP answer
+    counts as reachable (the hub is up even when it refuses the bare endpoint); timeouts, DNS and
+    connection errors do not.
+    """
+    if offline():
+        return False
+    endpoint = hub_endpoint()
+    if endpoint not in _REACHABLE:
+        import urllib.error
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(urllib.request.Request(endpoint, method="HEAD"), timeout=timeout_s):
+                pass
+            ok = True
+        except urllib.error.HTTPError:  # an answer: the hub is there
+            ok = True
+        except Exception:  # URLError, timeout, OSError ...
+            ok = False
+        _REACHABLE[endpoint] = ok
+    return _REACHABLE[endpoint]
