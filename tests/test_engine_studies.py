@@ -135,3 +135,28 @@ def test_models_for_and_evaluate_sets(toy, tmp_path):
     assert set(df.dataset) == {"toy-shapes", "toy-retrieval"} and set(df.task) == {"zeroshot", "retrieval"}
     assert evaluate_sets(["toy:vit"], [real], [], out_dir=tmp_path).empty  # no model reads it: nothing run
     assert torch.is_tensor(toy["retrieval"][0].load_images(64, progress=False))
+
+
+def test_a_model_loaded_once_serves_the_next_calls_but_local_weights_reload(toy, tmp_path, monkeypatch):
+    from vlmkit.evaluate import engine
+    from vlmkit.evaluate.dual import RetrievalTask, ZeroShotTask
+
+    calls = []
+    real = vlmkit.load_model
+
+    def counting(spec, **kw):
+        calls.append(spec)
+        return real(spec, **kw)
+
+    monkeypatch.setattr("vlmkit.evaluate.dual.load_model", counting)
+    monkeypatch.setattr(engine, "_LOADED", type(engine._LOADED)())
+    dev = torch.device("cpu")
+    a = engine.loaded_model(RetrievalTask(), "toy:vit", dev)
+    b = engine.loaded_model(ZeroShotTask(), "toy:vit", dev)  # same loader, same spec: the same object
+    assert a is b and calls == ["toy:vit"]
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(b"")
+    assert engine._names_a_local_file(f"open_clip:ViT-B-32/{weights}") and not engine._names_a_local_file("toy:vit")
+    monkeypatch.setenv("VLMKIT_MODEL_CACHE", "0")
+    engine.loaded_model(RetrievalTask(), "toy:vit", dev)
+    assert calls == ["toy:vit", "toy:vit"]  # cache off: loaded again

@@ -79,12 +79,14 @@ def test_smoke_grid_end_to_end_with_report(tmp_path):
 #: The cells of each notebook that draw a figure, named by a call only they make; each must show its
 #: figure inline in the committed notebook (the backend is the kernel's: no vlmkit import switches it).
 FIGURE_CELLS = {
-    "01_data": ["image_grid(imgs,", "image_grid(x, titles", "axes[0].imshow(scene.image)"],
-    "02_attacks": ["image_grid(torch.stack(imgs)", "log_spectrum(", "image_grid(torch.cat(views)", "render_view("],
-    "03_retrieval": ['degradation_curves(retrieval, "i2t_R@1")', 'degradation_curves(zeroshot, "top1")'],
-    "04_drift": ["drift_histograms(", "heatmap(h,", "normalised Dirichlet energy"],
-    "05_interpretability": ["plot_relevance(", "plot_head_maps(", "plot_head_sweep(", "plot_latent_stats("],
-    "06_report": ["radar(scores"],
+    "01_data": ["dataset_gallery(ds,", "axes[0].imshow(scene.image)"],
+    "02_attacks": ["image_grid(torch.stack([shown", "log_spectrum(", "image_grid(torch.cat(views)", "natural_section(natural)",
+                   "render_view("],
+    "03_retrieval": ['degradation_curves(retrieval, "i2t_R@1"', 'degradation_curves(zeroshot, "top1"', "study_sections("],
+    "04_drift": ["drift_distributions(", "instability_section(drift)", "heatmap(h,"],
+    "05_interpretability": ["plot_relevance(torch.cat", "worst_failures(", "plot_head_maps(", "plot_head_sweep(",
+                            "plot_latent_stats("],
+    "06_report": ["for s in sections:"],
 }
 
 

@@ -15,7 +15,14 @@ from vlmkit.evaluate.cells import CLEAN, Cell, attack_cells, cells_from_records,
 from vlmkit.evaluate.dual import RetrievalTask, ZeroShotTask, infer_task
 from vlmkit.evaluate.engine import cell_embeddings, cell_images, evaluate_grid, get_task
 from vlmkit.evaluate.runner import ENGINE_VERSION, Runner
-from vlmkit.evaluate.sets import evaluate_sets, family_drift, is_toy_dataset, is_toy_model, models_for
+from vlmkit.evaluate.sets import (
+    evaluate_sets,
+    family_drift,
+    is_toy_dataset,
+    is_toy_model,
+    models_for,
+    natural_adversarial,
+)
 from vlmkit.evaluate.spectral import fourier_heatmap
 from vlmkit.evaluate.store import ResultsStore
 from vlmkit.evaluate.task import Task, TaskData, model_key
@@ -23,4 +30,4 @@ from vlmkit.evaluate.task import Task, TaskData, model_key
 __all__ = ["CLEAN", "Cell", "ENGINE_VERSION", "ResultsStore", "RetrievalTask", "Runner", "Task", "TaskData",
            "TensorCache", "ZeroShotTask", "attack_cells", "cell_embeddings", "cell_images", "cells_from_records",
            "evaluate_grid", "evaluate_sets", "family_drift", "fourier_heatmap", "get_task", "grid_cells", "infer_task", "is_toy_dataset", "is_toy_model",
-           "model_key", "models_for", "perturbation_cells"]
+           "model_key", "models_for", "natural_adversarial", "perturbation_cells"]

@@ -41,7 +41,7 @@ def _accepts(fn: Any) -> tuple[set[str], bool]:
     return set(params), any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
-def _eps_text(v: float) -> str:
+def eps_text(v: float) -> str:
     """``4/255`` for budgets that are whole 255ths, else the number."""
     f = Fraction(float(v)).limit_denominator(255)
     if f.denominator == 255 and abs(float(f) - float(v)) < 1e-9:
@@ -111,7 +111,7 @@ class Cell:
         parts = []
         for k, v in sorted(self.params.items()):
             if k == "eps" and isinstance(v, (int, float)):
-                parts.append(f"ε={_eps_text(v)}")
+                parts.append(f"ε={eps_text(v)}")
             elif isinstance(v, float):
                 parts.append(f"{k}={v:g}")
             else:

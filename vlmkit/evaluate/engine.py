@@ -19,6 +19,7 @@ image's index only.
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -93,12 +94,43 @@ def grid_context(models: Sequence[Any], dataset: Any, out_dir: str | os.PathLike
     return out, ResultsStore(out), TensorCache(out / "cache" / "tensors", enabled=cache), resolve_device(device), name
 
 
+#: Models loaded from a spec, kept for the next call in the same process (a notebook evaluates the same
+#: models on several datasets); at most ``VLMKIT_MODEL_CACHE`` of them (default 3; 0 keeps none).
+_LOADED: OrderedDict[tuple[str, str, str], Any] = OrderedDict()
+
+
+def _names_a_local_file(spec: str) -> bool:
+    """A spec naming weights on disk (``open_clip:/path``, ``hf:/path``, ``open_clip:ARCH/path.pt``)."""
+    rest = spec.split(":", 1)[-1]
+    parts = rest.split("/")
+    return any(os.path.exists("/".join(parts[i:])) for i in range(len(parts)) if parts[i:] != [""])
+
+
+def loaded_model(t: Task, spec: str, device: torch.device) -> Any:
+    """``t.load_model(spec, device)``, reused from an earlier call in this process when it loaded the same
+    spec for the same kind of task on the same device. Specs of weights on disk are always loaded again,
+    so a checkpoint retrained under the same path is seen.
+    """
+    size = int(os.environ.get("VLMKIT_MODEL_CACHE", "3"))
+    owner = next(c for c in type(t).__mro__ if "load_model" in vars(c))  # retrieval and zero-shot share theirs
+    key = (f"{owner.__module__}.{owner.__qualname__}", spec, str(device))
+    if size > 0 and key in _LOADED:
+        _LOADED.move_to_end(key)
+        return _LOADED[key]
+    model = t.load_model(spec, device)
+    if size > 0 and not _names_a_local_file(spec):
+        _LOADED[key] = model
+        while len(_LOADED) > size:
+            _LOADED.popitem(last=False)
+    return model
+
+
 def _runners(models: Sequence[str | Any], dataset: Any, t: Task, *, out: Path, store: ResultsStore,
              tcache: TensorCache, dev: torch.device, name: str, seed: int, batch_size: int | str,
              image_size: int | None, progress: bool, resident: bool | None, speed: dict[str, Any]):
     """Yield one prepared :class:`Runner` per model (loaded one at a time)."""
     for m in models:
-        model = t.load_model(m, dev) if isinstance(m, str) else m
+        model = loaded_model(t, m, dev) if isinstance(m, str) else m
         mkey = model_key(model)
         data = t.prepare(model, dataset, image_size=image_size, cache=tcache.scoped(mkey),
                          cache_dir=out / "cache" / "images", progress=progress)
@@ -180,8 +212,8 @@ def evaluate_grid(models: Sequence[str | Any] | str | Any, dataset: Any, cells: 
 def _one_runner(model: str | Any, dataset: Any, out_dir: str | os.PathLike, *, task: str | Task | None, seed: int,
                 batch_size: int | str, device: str, templates: Sequence[str], image_size: int | None,
                 task_options: Mapping[str, Any] | None, precision: str | None, progress: bool,
-                resident: bool | None) -> Runner:
-    t = _task_for(dataset, task, templates, (), None, task_options)
+                resident: bool | None, token_layers: Sequence[int] | str = ()) -> Runner:
+    t = _task_for(dataset, task, templates, token_layers, None, task_options)
     out, store, tcache, dev, name = grid_context([model], dataset, out_dir, True, device, None)
     return next(_runners([model], dataset, t, out=out, store=store, tcache=tcache, dev=dev, name=name, seed=seed,
                          batch_size=batch_size, image_size=image_size, progress=progress, resident=resident,
@@ -192,16 +224,17 @@ def cell_embeddings(model: str | Any, dataset: Any, cells: Sequence[Cell], *, ou
                     task: str | Task | None = None, seed: int = 0, batch_size: int | str = 64, device: str = "auto",
                     templates: Sequence[str] = ("a photo of a {}.",), image_size: int | None = None,
                     task_options: Mapping[str, Any] | None = None, precision: str | None = None,
-                    progress: bool = False, resident: bool | None = None, output: str = "emb"
-                    ) -> dict[str, torch.Tensor]:
+                    progress: bool = False, resident: bool | None = None, output: str = "emb",
+                    token_layers: Sequence[int] | str = ()) -> dict[str, torch.Tensor]:
     """Per-image outputs ``{cell label: (N, ...)}`` (clean included) from the same cache as
     :func:`evaluate_grid` — for distributions (drift histograms) rather than summary rows.
 
-    ``output`` names the task output (``"emb"`` for dual encoders, ``"feats"`` for answer scoring ...).
+    ``output`` names the task output (``"emb"`` for dual encoders, ``"feats"`` for answer scoring ...);
+    pass the ``token_layers`` of the :func:`evaluate_grid` call whose cache should be read.
     """
     r = _one_runner(model, dataset, out_dir, task=task, seed=seed, batch_size=batch_size, device=device,
                     templates=templates, image_size=image_size, task_options=task_options, precision=precision,
-                    progress=progress, resident=resident)
+                    progress=progress, resident=resident, token_layers=token_layers)
     result = {}
     for c in [CLEAN, *[c for c in cells if c.kind != "clean"]]:
         outs = r.cell_outputs(c)

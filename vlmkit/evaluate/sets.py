@@ -14,7 +14,8 @@ toy-world grid run with ``--data`` still measures the real photos::
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -24,6 +25,7 @@ from vlmkit.evaluate.cells import Cell
 from vlmkit.errors import InputError
 from vlmkit.evaluate.engine import cell_embeddings, evaluate_grid
 from vlmkit.metrics import control_drift, cosine_drift
+from vlmkit.results import COLUMNS
 from vlmkit.runtime import make_generator
 
 #: Model families trained on the toy world only.
@@ -73,14 +75,19 @@ def evaluate_sets(models: Sequence[str | Any], datasets: Sequence[Any], cells: S
         **kwargs: Passed to :func:`~vlmkit.evaluate.evaluate_grid` (``seed``, ``device``, ``batch_size``...).
 
     Returns:
-        The rows of every dataset, in order (an empty table when no dataset has a model).
+        The rows of every dataset, in order (:func:`empty_rows` when no dataset has a model).
     """
     tables = []
     for ds in datasets:
         chosen = models_for(ds, models, photo_models)
         if chosen:
             tables.append(evaluate_grid(chosen, ds, cells, out_dir=out_dir, **kwargs))
-    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+    return pd.concat(tables, ignore_index=True) if tables else empty_rows()
+
+
+def empty_rows() -> pd.DataFrame:
+    """A table with the engine's columns and no rows (what a role without datasets evaluates to)."""
+    return pd.DataFrame(columns=[*COLUMNS, "task", "kind", "family", "label", "cell"])
 
 
 def family_drift(model: str | Any, dataset: Any, cells: Sequence[Cell], *, out_dir: str | os.PathLike, seed: int = 0,
@@ -112,4 +119,58 @@ def family_drift(model: str | Any, dataset: Any, cells: Sequence[Cell], *, out_d
     return {k: torch.cat(v) for k, v in out.items()}
 
 
-__all__ = ["TOY_FAMILIES", "evaluate_sets", "family_drift", "is_toy_dataset", "is_toy_model", "models_for"]
+__all__ = ["TOY_FAMILIES", "empty_rows", "evaluate_sets", "family_drift", "natural_adversarial", "is_toy_dataset", "is_toy_model", "models_for"]
+
+
+def natural_adversarial(models: Sequence[str | Any], data: Mapping[str, Sequence[Any]], *, out_dir: str | os.PathLike,
+                        typographic_modes: Sequence[str] = ("semantic", "random", "empty"), typographic_severity: int = 3,
+                        segmentation_models: Sequence[str | Any] = (), vqa_models: Sequence[str | Any] = (),
+                        language_search: Mapping[str, Any] | None = None, photo_models: Sequence[str | Any] = (),
+                        seed: int = 0, device: str = "auto", progress: bool = False) -> pd.DataFrame:
+    """The rows of the natural-adversarial study (see :func:`vlmkit.report.studies.natural_section`).
+
+    * classification and hard sets: zero-shot clean and under the synthetic typographic attack, one cell per
+      mode (``semantic``: a wrong class name written on the image, Goh et al. 2021; ``random``: a random
+      word; ``empty``: a blank label, the control);
+    * typographic sets (SCAM, RTA-100, the toy world's): clean accuracy and attack-word rate;
+    * segmentation and VQA sets with ``segmentation_models`` / ``vqa_models`` (clean);
+    * ``language_search``: prompts whose toy-world renderings fool each toy-world model while meaning the
+      true class (:func:`vlmkit.search.language_search`; its keys are ``classes`` and
+      :class:`~vlmkit.search.SearchConfig` fields), on the first classification set's classes.
+
+    Args:
+        models: The grid's models.
+        data: Role -> datasets (:func:`vlmkit.data.load_datasets`); absent roles are skipped.
+        out_dir: Results folder (``language/`` below it holds the search's rows).
+        typographic_modes, typographic_severity: The synthetic typographic cells.
+        segmentation_models, vqa_models: Task models of the segmentation and vqa roles.
+        language_search: Search options; empty or None: no search.
+        photo_models: See :func:`models_for`.
+        seed, device, progress: As :func:`~vlmkit.evaluate.evaluate_grid`.
+
+    Returns:
+        The rows (empty when the run has none of these roles).
+    """
+    from vlmkit.evaluate.cells import grid_cells
+
+    out = Path(out_dir)
+    typo = grid_cells(["typographic"], [typographic_severity],
+                      perturbation_params={"typographic": {"mode": list(typographic_modes)}})
+    kw = {"seed": seed, "device": device, "progress": progress}
+    parts = [evaluate_sets(models, data[role], [] if role == "typographic" else typo, out_dir=out,
+                           photo_models=photo_models, **kw) for role in ("classification", "hard", "typographic")
+             if data.get(role)]
+    parts += [evaluate_sets(list(m), data[role], [], out_dir=out, **kw)
+              for role, m in (("segmentation", segmentation_models), ("vqa", vqa_models)) if data.get(role) and m]
+    search = dict(language_search or {})
+    toy = [m for m in models if is_toy_model(m)]
+    if search and toy and data.get("classification"):
+        from vlmkit.results import write_table
+        from vlmkit.search import language_search as run_search
+
+        classes = search.pop("classes", None)
+        names = data["classification"][0].classnames
+        curves = pd.concat([run_search(m, names, classes, seed=seed, **search).curves for m in toy], ignore_index=True)
+        write_table(curves, out / "language")
+        parts.append(curves)
+    return pd.concat(parts, ignore_index=True) if parts else empty_rows()

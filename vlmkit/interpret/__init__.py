@@ -27,6 +27,7 @@ from vlmkit.interpret.heads import (
     per_head_scores,
     recall_at_1_metric,
     region_attention,
+    worst_failures,
     zero_shot_accuracy_metric,
 )
 from vlmkit.interpret.latents import auroc_per_latent, factor_auroc, latent_statistics, latent_statistics_by_condition
@@ -55,5 +56,5 @@ __all__ = [
     "latent_statistics_by_condition", "mask_effect", "mass_in_mask", "minmax_normalise", "monosemanticity_score",
     "monosemanticity_score_loop", "overlay", "per_head_scores", "plot_head_maps", "plot_head_sweep",
     "plot_latent_stats", "plot_relevance", "readout", "recall_at_1_metric", "region_attention", "relevance_map",
-    "resolve_text_targets", "sae_latents", "sae_study", "target_scores", "train_sae", "zero_shot_accuracy_metric",
+    "resolve_text_targets", "sae_latents", "sae_study", "target_scores", "train_sae", "worst_failures", "zero_shot_accuracy_metric",
 ]

@@ -316,3 +316,26 @@ __all__ = [
     "head_mask_from_table", "head_mask_sweep", "mask_effect", "per_head_scores", "recall_at_1_metric",
     "region_attention", "zero_shot_accuracy_metric",
 ]
+
+
+def worst_failures(vlm: Any, images: torch.Tensor, labels: torch.Tensor, classifier: torch.Tensor, k: int = 6,
+                   batch_size: int = 128) -> tuple[list[int], list[int]]:
+    """The ``k`` misclassified images the model is most confident about (the failures worth explaining).
+
+    Args:
+        vlm: A :class:`~vlmkit.VLM`.
+        images: ``(N, 3, H, W)`` in [0, 1] (or uint8).
+        labels: True class per image ``(N,)``.
+        classifier: Class embeddings ``(C, D)`` (:func:`vlmkit.models.zeroshot.zero_shot_classifier`).
+        k: How many.
+        batch_size: Images per forward pass.
+
+    Returns:
+        ``(indices, predicted classes)``, most confident failure first; fewer than ``k`` when fewer failed.
+    """
+    emb = vlm.embed_images(images, batch_size=batch_size, progress=False)  # (N, D)
+    probs = (vlm.similarity(emb, classifier.to(emb.device))).float().softmax(-1).cpu()  # (N, C)
+    conf, pred = probs.max(1)
+    wrong = (pred != torch.as_tensor(labels).long().cpu()).nonzero().flatten()
+    order = wrong[conf[wrong].argsort(descending=True)][:k]
+    return order.tolist(), pred[order].tolist()

@@ -55,10 +55,17 @@ def log_spectrum(x: torch.Tensor) -> torch.Tensor:
     return torch.log1p(f.abs()).mean(dim=1)
 
 
-def degradation_curves(df: pd.DataFrame, metric: str, x: str = "severity", line: str = "model",
+def degradation_curves(df: pd.DataFrame, metric: str, x: str = "severity", line: str | Sequence[str] = "model",
                        panel: str = "perturbation", clean_label: str = "clean") -> plt.Figure:
-    """One panel per perturbation: ``metric`` vs ``x``, one line per ``line`` (clean value at x=0)."""
+    """One panel per perturbation: ``metric`` vs ``x``, one line per ``line`` (clean value at x=0).
+
+    ``line`` may name several columns (``["model", "dataset"]``): one line per combination.
+    """
     d = df[df["metric"] == metric]
+    if not isinstance(line, str):
+        cols = list(line)
+        line = " | ".join(cols)
+        d = d.assign(**{line: d[cols].astype(str).agg(" | ".join, axis=1)}) if len(d) else d.assign(**{line: ""})
     if d.empty:
         raise InputError(f"no rows for metric {metric!r}; metrics present: {sorted(df['metric'].unique())}")
     clean = d[d["kind"] == "clean"] if "kind" in d else d.iloc[:0]
@@ -126,17 +133,86 @@ def radar(scores: pd.DataFrame, title: str = "") -> plt.Figure:
     """Radar chart: rows = models, columns = task × scenario axes, values in [0, 1]."""
     if scores.empty or scores.shape[1] < 3:
         raise InputError(f"radar needs at least 3 axes (columns), got {list(scores.columns)}")
+    import textwrap
+
     axes_names = list(scores.columns)
     angles = np.linspace(0, 2 * np.pi, len(axes_names), endpoint=False).tolist()
-    fig = plt.figure(figsize=(4.6, 4.6))
+    fig = plt.figure(figsize=(6.4, 5.6))
     ax = fig.add_subplot(111, polar=True)
     for model, row in scores.iterrows():
         vals = row.to_numpy(dtype=float).tolist()
-        ax.plot(angles + angles[:1], vals + vals[:1], label=str(model))
-        ax.fill(angles + angles[:1], vals + vals[:1], alpha=0.12)
-    ax.set_xticks(angles, labels=axes_names, fontsize=7)
+        ax.plot(angles + angles[:1], vals + vals[:1], label=str(model), lw=1.6)
+        ax.fill(angles + angles[:1], vals + vals[:1], alpha=0.10)
+    ax.set_xticks(angles, labels=[textwrap.fill(str(a), 16) for a in axes_names], fontsize=7.5)
+    ax.tick_params(axis="x", pad=14)
     ax.set_ylim(0, 1)
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7, loc="upper right", bbox_to_anchor=(1.3, 1.1))
+    ax.set_yticks([0.25, 0.5, 0.75, 1.0], labels=["0.25", "0.5", "0.75", "1"], fontsize=6, color="0.45")
+    ax.set_rlabel_position(90 / max(1, len(axes_names)))
+    ax.set_title(title, fontsize=10, pad=18)
+    ax.legend(fontsize=7.5, loc="upper left", bbox_to_anchor=(1.08, 1.08), frameon=False)
     fig.tight_layout()
+    return fig
+
+
+def drift_distributions(drifts: dict[str, torch.Tensor], title: str = "", bins: int = 30) -> plt.Figure:
+    """Drift vs control drift per perturbation family, one panel each (Wani et al. 2026, Fig. 1).
+
+    Args:
+        drifts: ``{"control": (N,), family: (M,)}`` as :func:`vlmkit.evaluate.family_drift` returns.
+        title: Figure title (e.g. the model).
+        bins: Histogram bins (shared edges within a panel).
+    """
+    import seaborn as sns
+
+    if "control" not in drifts or len(drifts) < 2:
+        raise InputError(f"drift_distributions needs 'control' and at least one family, got {sorted(drifts)}")
+    fams = [k for k in drifts if k != "control"]
+    ncols = min(4, len(fams))
+    nrows = math.ceil(len(fams) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2.9 * ncols, 2.3 * nrows), squeeze=False, sharey=False)
+    control = drifts["control"].float().cpu().numpy()
+    for ax, fam in zip(axes.flat, fams):
+        d = drifts[fam].float().cpu().numpy()
+        edges = np.linspace(0, max(float(d.max()), float(control.max())) * 1.05 + 1e-9, bins + 1)
+        sns.histplot(control, bins=edges, stat="density", color="0.6", alpha=0.6, ax=ax, label="control")
+        sns.histplot(d, bins=edges, stat="density", color="C3", alpha=0.55, ax=ax, label="perturbed")
+        ax.set_title(fam, fontsize=9)
+        ax.set_xlabel("1 − cos", fontsize=8)
+        ax.set_ylabel("")
+        ax.tick_params(labelsize=7)
+    for ax in axes.flat[len(fams):]:
+        ax.axis("off")
+    axes[0, 0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def item_titles(dataset: object, indices: Sequence[int], width: int = 28) -> list[str]:
+    """Short titles of dataset items: a caption, a class name, ``class / 'word'`` for typographic sets, or a question."""
+    titles = []
+    for i in indices:
+        if hasattr(dataset, "image_to_texts"):  # captioned images
+            t = dataset.captions[dataset.image_to_texts[i][0]]
+        elif hasattr(dataset, "attack_words"):  # typographic
+            t = f"{dataset.true_classnames[i]} / '{dataset.attack_words[i]}'"
+        elif hasattr(dataset, "prompts"):  # segmentation
+            t = str(dataset.prompts[i])
+        elif hasattr(dataset, "questions"):
+            t = str(dataset.questions[i])
+        elif hasattr(dataset, "labels") and hasattr(dataset, "classnames"):
+            t = str(dataset.classnames[int(dataset.labels[i])])
+        else:
+            t = str(i)
+        titles.append(t if len(t) <= width else t[: width - 1] + "…")
+    return titles
+
+
+def dataset_gallery(dataset: object, n: int = 6, size: int = 64, ncols: int = 6, cache_dir: str | Path | None = None
+                    ) -> plt.Figure:
+    """The first ``n`` images of a dataset with their captions / labels, titled with the dataset's name."""
+    k = min(n, len(dataset))  # type: ignore[arg-type]
+    x = dataset.load_images(size, cache_dir=cache_dir, progress=False)[:k]  # type: ignore[attr-defined]
+    fig = image_grid(x, item_titles(dataset, range(k), width=22), ncols=min(ncols, k), size=1.4)
+    fig.suptitle(f"{getattr(dataset, 'name', '')} ({len(dataset)} images)", y=1.02, fontsize=10)  # type: ignore[arg-type]
     return fig
