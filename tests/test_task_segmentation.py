@@ -188,7 +188,8 @@ def test_grid_end_to_end(tmp_path, seg_model, toy_seg):
     pert = table[table["perturbation"] == "gaussian_noise"].set_index("metric")["value"]
     assert 0 <= pert["consistency_iou"] <= 1 and 0 <= pert["mask_flip_rate"] <= 1 and pert["drift_mean"] > 0
     fam = table[table["kind"] == "family"]
-    assert set(fam["perturbation"]) == {"family:noise", "family:geometric", "family:all"}
+    assert set(fam["perturbation"]) == {"family:gaussian_noise", "family:translate", "family:noise", "family:geometric",
+                                        "family:all"}  # per perturbation, per registry family, all cells
     # resumable and deterministic: a second run computes nothing and gives the same table
     again = evaluate_grid([seg_model], toy_seg, cells, out_dir=tmp_path / "grid", image_size=32, batch_size=4,
                           progress=False)
