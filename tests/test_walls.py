@@ -12,6 +12,7 @@ is in room ``models``).
 * the core rooms (models, data, perturb, metrics, attacks, evaluate, tasks, interpret, robust, toyworld)
   never import ``grid`` or ``report``;
 * ``evaluate`` imports no ``tasks``, ``robust``;
+* ``stats`` imports no other room (only ``errors``);
 * no module imports a private name of another vlmkit module (``from vlmkit.x import _y``, or a path
   ``vlmkit.x._y``); a private *sub-module* ``vlmkit.p._m`` is private to its package ``vlmkit.p``, so
   modules inside ``vlmkit.p`` may import it and no module outside may;
@@ -31,7 +32,8 @@ import pytest
 
 PKG = Path(__file__).resolve().parents[1] / "vlmkit"
 
-CORE = ("models", "data", "perturb", "metrics", "attacks", "evaluate", "tasks", "interpret", "robust", "toyworld")
+CORE = ("models", "data", "perturb", "metrics", "attacks", "evaluate", "tasks", "interpret", "robust", "toyworld",
+        "stats")
 
 
 @dataclass(frozen=True)
@@ -312,6 +314,14 @@ def test_attacks_import_no_evaluate_tasks_grid_report(imports):
 
 def test_core_rooms_never_import_grid_or_report(imports):
     bad = wall_violations(imports, CORE, {"grid", "report"})
+    assert not bad, _report(bad)
+
+
+def test_stats_knows_only_numbers(imports):
+    """``stats`` resamples per-item outcomes: it imports no other room than ``errors``."""
+    rooms = {"models", "data", "perturb", "metrics", "attacks", "evaluate", "tasks", "interpret", "robust",
+             "toyworld", "grid", "report", "results", "registry", "runtime", "search"}
+    bad = wall_violations(imports, ("stats",), rooms)
     assert not bad, _report(bad)
 
 

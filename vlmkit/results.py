@@ -61,6 +61,15 @@ def atomic_write(path: Path, write: Any) -> None:
             os.remove(tmp)
 
 
+#: Columns kept in parquet only: per-item outcome vectors (for paired comparisons) do not belong in a CSV.
+PARQUET_ONLY = ("outcomes",)
+
+
+def csv_view(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` without the :data:`PARQUET_ONLY` columns (what every ``.csv`` of vlmkit holds)."""
+    return df.drop(columns=[c for c in PARQUET_ONLY if c in df.columns])
+
+
 def write_table(rows: Iterable[Mapping[str, Any]] | pd.DataFrame, folder: str | os.PathLike) -> Path:
     """Write rows as ``folder/results.parquet`` and ``folder/results.csv`` atomically; returns the parquet path."""
     df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
@@ -68,7 +77,7 @@ def write_table(rows: Iterable[Mapping[str, Any]] | pd.DataFrame, folder: str | 
     df = df[cols]
     folder = Path(folder)
     atomic_write(folder / "results.parquet", lambda p: df.to_parquet(p, index=False))
-    atomic_write(folder / "results.csv", lambda p: df.to_csv(p, index=False))
+    atomic_write(folder / "results.csv", lambda p: csv_view(df).to_csv(p, index=False))
     return folder / "results.parquet"
 
 

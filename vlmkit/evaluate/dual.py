@@ -25,6 +25,7 @@ from vlmkit.attacks import EmbeddingDrift, RetrievalCE, ZeroShotCE
 from vlmkit.data import CaptionedImages, LabelledImages, TypographicImages
 from vlmkit.errors import InputError
 from vlmkit.evaluate.cells import Cell
+from vlmkit.evaluate.intervals import Items
 from vlmkit.evaluate.task import Task, TaskData
 from vlmkit.metrics import (
     auroc,
@@ -34,7 +35,7 @@ from vlmkit.metrics import (
     expected_calibration_error,
     flip_rates,
     margin,
-    retrieval_metrics,
+    retrieval_outcomes,
     token_drift,
     topk_accuracy,
 )
@@ -122,28 +123,31 @@ class DualEncoderTask(Task):
     def flips(self, data: TaskData, out: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         return self.scores(data, data.clean["emb"]).argmax(1), self.scores(data, out["emb"]).argmax(1)
 
-    def metrics(self, data: TaskData, cell: Cell, out: dict[str, torch.Tensor], seed: int) -> dict[str, float]:
+    def metrics(self, data: TaskData, cell: Cell, out: dict[str, torch.Tensor], seed: int) -> dict[str, Items]:
         emb, emb0 = out["emb"], data.clean["emb"]
         scores = self.scores(data, emb)
         m = self.task_metrics(data, emb, scores)
-        m["margin_mean"] = float(margin(scores).mean())
+        mg = margin(scores)  # (N,)
+        m["margin_mean"] = Items(mg, value=float(mg.mean()))
         m.update(self.drift(emb0, emb, seed))
         if cell.kind != "clean":
             pred0, pred = self.flips(data, out)
-            m["IFR"] = flip_rates(pred0, pred)["IFR"]
-            kept = pred0 == pred  # hidden instability: drift where the answer did not change (Wani et al. 2026)
+            flipped = pred0 != pred  # (N,)
+            m["IFR"] = Items(flipped, binary=True, value=flip_rates(pred0, pred)["IFR"])
+            kept = ~flipped  # hidden instability: drift where the answer did not change (Wani et al. 2026)
             if bool(kept.any()):
-                m["drift_kept_mean"] = float(cosine_drift(emb0[kept], emb[kept]).mean())
+                d = cosine_drift(emb0[kept], emb[kept])
+                m["drift_kept_mean"] = Items(d, value=float(d.mean()))
             m.update(self.shift_detection(data, emb0, emb))
         for k, v in out.items():
             if k.startswith(("dirichlet_L", "token_drift_L")) and not (cell.kind == "clean" and k.startswith("token")):
-                m[k] = float(v.mean())
+                m[k] = Items(v, value=float(v.mean()))
         return m
 
-    def task_metrics(self, data: TaskData, emb: torch.Tensor, scores: torch.Tensor) -> dict[str, float]:
+    def task_metrics(self, data: TaskData, emb: torch.Tensor, scores: torch.Tensor) -> dict[str, Items | float]:
         raise NotImplementedError
 
-    def shift_detection(self, data: TaskData, emb0: torch.Tensor, emb: torch.Tensor) -> dict[str, float]:
+    def shift_detection(self, data: TaskData, emb0: torch.Tensor, emb: torch.Tensor) -> dict[str, Items]:
         """Metrics that tell perturbed from clean inputs (none by default)."""
         return {}
 
@@ -177,8 +181,17 @@ class RetrievalTask(DualEncoderTask):
     def scores(self, data: TaskData, emb: torch.Tensor) -> torch.Tensor:
         return emb @ data.extras["targets"].to(emb.device).T  # (N, T)
 
-    def task_metrics(self, data: TaskData, emb: torch.Tensor, scores: torch.Tensor) -> dict[str, float]:
-        return dict(retrieval_metrics(emb, data.extras["targets"], data.extras["text_to_image"]))
+    def task_metrics(self, data: TaskData, emb: torch.Tensor, scores: torch.Tensor) -> dict[str, Items | float]:
+        o = retrieval_outcomes(emb, data.extras["targets"], data.extras["text_to_image"])
+        owner = data.extras["text_to_image"]  # t2i: a caption's image is its sampled unit
+        m: dict[str, Items | float] = {}
+        for k in (1, 5, 10):
+            hi, ht = o[f"i2t_R@{k}"], o[f"t2i_R@{k}"]
+            m[f"i2t_R@{k}"] = Items(hi, binary=True, value=float(hi.float().mean()))
+            m[f"t2i_R@{k}"] = Items(ht, binary=True, groups=owner, value=float(ht.float().mean()))
+        m["i2t_medr"] = Items(o["i2t_rank"], statistic="median", value=float(o["i2t_rank"].float().median()))
+        m["t2i_medr"] = float(o["t2i_rank"].float().median())
+        return m
 
     def attack_batch(self, data: TaskData, index: torch.Tensor, device: torch.device) -> dict[str, Any]:
         img = index.to(device)
@@ -231,23 +244,30 @@ class ZeroShotTask(DualEncoderTask):
         return data.extras["model"].similarity(emb, data.extras["targets"].to(emb.device))  # (N, C)
 
     def task_metrics(self, data: TaskData, emb: torch.Tensor, scores: torch.Tensor) -> dict[str, float]:
-        labels = data.extras["labels"]
-        m = dict(topk_accuracy(scores, labels, ks=(1, 5)))
+        labels = data.extras["labels"].to(scores.device)
+        acc = topk_accuracy(scores, labels, ks=(1, 5))
+        top = scores.topk(min(5, scores.shape[1]), dim=1).indices  # (N, 5)
+        m: dict[str, Items | float] = {
+            "top1": Items(top[:, 0] == labels, binary=True, value=acc["top1"]),
+            "top5": Items((top == labels[:, None]).any(1), binary=True, value=acc["top5"])}
         probs = class_probabilities(scores, sigmoid=data.extras["model"].logit_bias is not None)
-        m["ece"] = expected_calibration_error(probs, labels)
+        conf, pred = probs.float().max(1)
+        m["ece"] = Items(torch.stack([conf, (pred == labels).float()], 1), statistic="ece",
+                         value=expected_calibration_error(probs, labels))
         attack = data.extras["attack_labels"]
         if attack is not None:
-            m["attack_word_rate"] = float((scores.argmax(1) == attack).float().mean())
+            hit = scores.argmax(1) == attack.to(scores.device)
+            m["attack_word_rate"] = Items(hit, binary=True, value=float(hit.float().mean()))
         return m
 
-    def shift_detection(self, data: TaskData, emb0: torch.Tensor, emb: torch.Tensor) -> dict[str, float]:
+    def shift_detection(self, data: TaskData, emb0: torch.Tensor, emb: torch.Tensor) -> dict[str, Items]:
         """``ood_auroc``: AUROC of the maximum class probability separating clean (in-distribution) from
         perturbed images (the MSP baseline, Hendrycks & Gimpel 2017; 0.5 = the shift is invisible to the
         model's confidence, 1 = every perturbed image is less confident than every clean one)."""
         sig = data.extras["model"].logit_bias is not None
         conf0 = class_probabilities(self.scores(data, emb0), sigmoid=sig).max(1).values  # (N,)
         conf = class_probabilities(self.scores(data, emb), sigmoid=sig).max(1).values  # (N,)
-        return {"ood_auroc": auroc(conf0, conf)}
+        return {"ood_auroc": Items(torch.stack([conf0, conf], 1), statistic="auroc", value=auroc(conf0, conf))}
 
     def attack_batch(self, data: TaskData, index: torch.Tensor, device: torch.device) -> dict[str, Any]:
         return {"labels": data.extras["labels"][index].to(device)}

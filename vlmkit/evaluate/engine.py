@@ -156,7 +156,8 @@ def evaluate_grid(models: Sequence[str | Any] | str | Any, dataset: Any, cells: 
                   attack_objective: str | None = None, task_options: Mapping[str, Any] | None = None,
                   cache: bool = True, progress: bool = True, precision: str | None = None,
                   channels_last: bool = False, compile: bool | str = False,
-                  resident: bool | None = None) -> pd.DataFrame:
+                  resident: bool | None = None, n_boot: int = 1000, ci: float = 0.95,
+                  ci_method: str = "percentile") -> pd.DataFrame:
     """Evaluate models on one dataset over a grid of cells and return this call's tidy rows.
 
     Args:
@@ -186,10 +187,16 @@ def evaluate_grid(models: Sequence[str | Any] | str | Any, dataset: Any, cells: 
         channels_last: Channels-last memory format for the tower's convolutions.
         compile: ``torch.compile`` the tower (True, a mode such as "reduce-overhead", or a backend).
         resident: Keep the decoded uint8 images on the device (None: on CUDA when they fit).
+        n_boot: Bootstrap resamples of each row's interval (:mod:`vlmkit.evaluate.intervals`).
+        ci: Confidence level of the intervals.
+        ci_method: ``"percentile"`` or ``"bca"`` for the item bootstrap (proportions get Wilson's
+            interval, per-caption retrieval the cluster bootstrap over images).
 
     Returns:
-        The rows of this call (one per model × cell × metric, and per-family IFR/IV rows); the
-        folder's ``results.parquet`` holds them together with earlier runs stored there.
+        The rows of this call (one per model × cell × metric, and per-family IFR/IV rows), each with
+        its interval (``ci_low``, ``ci_high``, ``ci``, ``n_boot``, ``ci_method``) and, for mean-type
+        metrics, its per-item ``outcomes`` (for :func:`vlmkit.stats.compare`); the folder's
+        ``results.parquet`` holds them together with earlier runs stored there.
     """
     seed_everything(seed)
     t = _task_for(dataset, task, templates, token_layers, attack_objective, task_options)
@@ -197,12 +204,13 @@ def evaluate_grid(models: Sequence[str | Any] | str | Any, dataset: Any, cells: 
     t.check_cells(cells)  # before any model is loaded
     models = list(models) if isinstance(models, (list, tuple)) else [models]
     out, store, tcache, dev, name = grid_context(models, dataset, out_dir, cache, device, dataset_name)
-    speed = {"precision": precision, "channels_last": channels_last, "compile": compile}
+    speed = {"precision": precision, "channels_last": channels_last, "compile": compile, "n_boot": n_boot, "ci": ci,
+             "ci_method": ci_method}
     done: list[tuple[str, str]] = []
     for runner in _runners(models, dataset, t, out=out, store=store, tcache=tcache, dev=dev, name=name, seed=seed,
                            batch_size=batch_size, image_size=image_size, progress=progress, resident=resident,
                            speed=speed):
-        done += [(runner.run_key, k) for k in runner.run(cells)]
+        done += [(runner.store_key, k) for k in runner.run(cells)]
     table = store.merge()
     keep = pd.MultiIndex.from_tuples(done, names=["run", "cell"])
     mine = pd.MultiIndex.from_frame(table[["run", "cell"]]).isin(keep)

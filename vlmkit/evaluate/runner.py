@@ -22,21 +22,30 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from vlmkit.errors import InputError
 from vlmkit.evaluate.cache import TensorCache
 from vlmkit.evaluate.cells import CLEAN, Cell
+from vlmkit.evaluate.intervals import CI_METHODS, Items, interval
 from vlmkit.evaluate.store import ResultsStore
 from vlmkit.evaluate.task import Task, TaskData
 from vlmkit.metrics import flip_rates
 from vlmkit.registry import ATTACKS
 from vlmkit.results import make_row, provenance_label
-from vlmkit.runtime import auto_batch_size, item_generators, resolve_dtype, run_batched_with_backoff, stable_hash
+from vlmkit.runtime import (
+    auto_batch_size,
+    derive_seed,
+    item_generators,
+    resolve_dtype,
+    run_batched_with_backoff,
+    stable_hash,
+)
 
 #: Bump when what a cached output or a stored cell means changes.
-ENGINE_VERSION = "3"
+ENGINE_VERSION = "4"
 
 
 def precision_name(precision: str | torch.dtype | None) -> str | None:
@@ -76,7 +85,8 @@ class Runner:
     def __init__(self, task: Task, model: Any, data: TaskData, *, model_key: str, store: ResultsStore,
                  cache: TensorCache, dataset_name: str, seed: int, batch_size: int | str, progress: bool,
                  precision: str | torch.dtype | None = None, channels_last: bool = False,
-                 compile: bool | str = False) -> None:
+                 compile: bool | str = False, n_boot: int = 1000, ci: float = 0.95,
+                 ci_method: str = "percentile") -> None:
         if not (batch_size == "auto" or (isinstance(batch_size, int) and not isinstance(batch_size, bool)
                                          and batch_size > 0)):
             raise InputError(f"batch_size={batch_size!r}; expected a positive int or 'auto'")
@@ -94,6 +104,12 @@ class Runner:
         self.config = {"task": task.name, **task.options(), "image_size": int(data.images.shape[-1]),
                        "precision": self.precision or "float32"}
         self.run_key = stable_hash(ENGINE_VERSION, task.name, model_key, data.key, self.config, self.seed)
+        if not (isinstance(n_boot, int) and n_boot > 0) or not 0 < ci < 1 or ci_method not in CI_METHODS:
+            raise InputError(f"n_boot={n_boot!r}, ci={ci!r}, ci_method={ci_method!r}; expected a positive int, a "
+                             f"level in (0, 1) and one of {CI_METHODS}")
+        self.intervals = {"n_boot": int(n_boot), "ci": float(ci), "ci_method": ci_method}
+        # rows depend on the interval options too; the cached outputs (run_key) do not
+        self.store_key = stable_hash(self.run_key, self.intervals)
         self._batch_sizes: dict[str, int] = {}  # per cell kind (and attack): the size that fits, once known
         self.computed: list[str] = []  # cell keys computed (not read from the store) in this run
 
@@ -149,25 +165,41 @@ class Runner:
         return out
 
     # ------------------------------------------------------------------ rows
-    def rows(self, cell: Cell, metrics: dict[str, float], seconds: float, *, n: int | None = None,
+    def rows(self, cell: Cell, metrics: dict[str, float | Items], seconds: float, *, n: int | None = None,
              kind: str | None = None, perturbation: str | None = None, params: Any = None,
              family: str | None = None, label: str | None = None, key: str | None = None) -> list[dict[str, Any]]:
+        """One tidy row per metric; a metric given as :class:`~vlmkit.evaluate.intervals.Items` gets its value
+        and interval from its outcomes (``ci_low``, ``ci_high``, ``n_boot``, ``ci_method``) and keeps the
+        per-item outcomes of mean-type metrics (``outcomes``) for paired comparisons."""
         extra = {"precision": self.precision} if self.precision else {}
-        return [make_row(model=self.model_name, dataset=self.dataset_name,
-                         perturbation=perturbation or cell.name, params=cell.params if params is None else params,
-                         severity=cell.severity, metric=k, value=v, n=len(self.data) if n is None else n,
-                         seed=self.seed, family=family or cell.family, kind=kind or cell.kind, cell=key or cell.key,
-                         label=label or cell.label(), seconds=round(seconds, 4), task=self.task.name,
-                         run=self.run_key, config=json.dumps(self.config, sort_keys=True),
-                         **model_provenance(self.model), **extra)
-                for k, v in metrics.items()]
+        cell_key = key or cell.key
+        out = []
+        for k, v in metrics.items():
+            stats: dict[str, Any] = {"ci_low": float("nan"), "ci_high": float("nan"), "n_boot": 0, "ci_method": "none"}
+            if isinstance(v, Items):
+                value, lo, hi, how = interval(v, n_boot=self.intervals["n_boot"], ci=self.intervals["ci"],
+                                              method=self.intervals["ci_method"],
+                                              seed=derive_seed(self.seed, cell_key, k))
+                boot = self.intervals["n_boot"] if "percentile" in how or how == "bca" else 0
+                stats = {"ci_low": lo, "ci_high": hi, "n_boot": boot, "ci_method": how}
+                if v.per_item is not None:
+                    stats["outcomes"] = v.per_item.astype(np.float32).tolist()
+                v = value
+            out.append(make_row(model=self.model_name, dataset=self.dataset_name,
+                                perturbation=perturbation or cell.name, params=cell.params if params is None else params,
+                                severity=cell.severity, metric=k, value=float(v), n=len(self.data) if n is None else n,
+                                seed=self.seed, family=family or cell.family, kind=kind or cell.kind, cell=cell_key,
+                                label=label or cell.label(), seconds=round(seconds, 4), task=self.task.name,
+                                run=self.store_key, config=json.dumps(self.config, sort_keys=True), ci=self.intervals["ci"],
+                                **stats, **model_provenance(self.model), **extra))
+        return out
 
     def run(self, cells: Sequence[Cell]) -> list[str]:
         """Evaluate the clean cell and ``cells``; returns the run's cell keys (family rows included)."""
         self.task.check_cells(cells)
         todo = [CLEAN] + [c for c in cells if c.kind != "clean"]
         for cell in tqdm(todo, desc=f"{self.model_name} × {self.dataset_name}", disable=not self.progress):
-            done = self.store.is_done(self.store_model, self.dataset_name, self.run_key, cell.key)
+            done = self.store.is_done(self.store_model, self.dataset_name, self.store_key, cell.key)
             if done and cell.kind != "clean":
                 continue
             t0 = time.perf_counter()
@@ -177,7 +209,7 @@ class Runner:
                 if done:
                     continue
             metrics = self.task.metrics(self.data, cell, out, self.seed)
-            self.store.write_cell(self.store_model, self.dataset_name, self.run_key, cell.key,
+            self.store.write_cell(self.store_model, self.dataset_name, self.store_key, cell.key,
                                   self.rows(cell, metrics, time.perf_counter() - t0))
             self.computed.append(cell.key)
         return [c.key for c in todo] + self.family_flips(cells)
@@ -200,12 +232,15 @@ class Runner:
                 fams.setdefault(group, []).append(pred)
         keys = []
         for fam, preds in fams.items():
+            flips = (torch.stack(preds) != pred0[None]).float()  # (cells, N)
             r = flip_rates(pred0, torch.stack(preds))
+            items = {"IFR": Items(flips.mean(0), value=r["IFR"]),  # per image: the share of cells that flip it
+                     "IV": Items(flips.amax(0), binary=True, value=r["IV"])}  # per image: flipped by any cell
             key = f"family-{stable_hash(fam)}"
-            rows = self.rows(CLEAN, {k: r[k] for k in ("IFR", "IV")}, 0.0, n=len(pred0), kind="family",
+            rows = self.rows(CLEAN, items, 0.0, n=len(pred0), kind="family",
                              perturbation=f"family:{fam}", params={"cells": len(preds)}, family=fam,
                              label=f"family:{fam}", key=key)
-            self.store.write_cell(self.store_model, self.dataset_name, self.run_key, key, rows)
+            self.store.write_cell(self.store_model, self.dataset_name, self.store_key, key, rows)
             keys.append(key)
         return keys
 

@@ -30,7 +30,8 @@ import torch
 
 from vlmkit.errors import InputError
 from vlmkit.evaluate.cells import Cell
-from vlmkit.metrics import cosine_drift, drift_summary
+from vlmkit.evaluate.intervals import Items
+from vlmkit.metrics import control_drift, cosine_drift, drift_summary, prior_shift
 from vlmkit.models.base import torch_module
 from vlmkit.runtime import make_generator, stable_hash
 
@@ -102,8 +103,13 @@ class Task(abc.ABC):
         """Per-item outputs ``{name: (b, ...)}`` for images ``x`` ``(b, 3, S, S)``, items ``index`` ``(b,)``."""
 
     @abc.abstractmethod
-    def metrics(self, data: TaskData, cell: Cell, out: dict[str, torch.Tensor], seed: int) -> dict[str, float]:
-        """Summary metrics of one cell from its outputs (``data.clean`` holds the clean outputs)."""
+    def metrics(self, data: TaskData, cell: Cell, out: dict[str, torch.Tensor], seed: int) -> dict[str, float | Items]:
+        """Summary metrics of one cell from its outputs (``data.clean`` holds the clean outputs).
+
+        A metric is a number or, better, :class:`~vlmkit.evaluate.intervals.Items`: the per-item outcomes
+        it is computed from, which give the row its confidence interval (and paired comparisons their
+        data) without running the model again.
+        """
 
     @abc.abstractmethod
     def flips(self, data: TaskData, out: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -133,16 +139,24 @@ class Task(abc.ABC):
                 raise self._no_objective(c)
 
     @staticmethod
-    def drift(clean: torch.Tensor, perturbed: torch.Tensor, seed: int) -> dict[str, float]:
-        """Representation drift against control drift (:func:`vlmkit.metrics.drift_summary`).
+    def drift(clean: torch.Tensor, perturbed: torch.Tensor, seed: int) -> dict[str, Items]:
+        """Representation drift against control drift (:func:`vlmkit.metrics.drift_summary`), each with its
+        per-image outcomes (drift, control drift of the image's control pair, prior shift).
 
         The control pairs are drawn from ``seed`` (the same pairs for every cell of a run); with a single
         item there is no control pair and only the drift itself is reported.
         """
-        if len(clean) > 1:
-            return drift_summary(clean, perturbed, make_generator(seed))
-        d = cosine_drift(clean, perturbed)
-        return {"drift_mean": float(d.mean()), "drift_median": float(d.median())}
+        d = cosine_drift(clean, perturbed)  # (N,)
+        if len(clean) <= 1:
+            return {"drift_mean": Items(d, value=float(d.mean())),
+                    "drift_median": Items(d, statistic="median", value=float(d.median()))}
+        summary = drift_summary(clean, perturbed, make_generator(seed))
+        c = control_drift(clean, make_generator(seed))  # (N,) the same pairs as the summary's
+        return {"drift_mean": Items(d, value=summary["drift_mean"]),
+                "drift_median": Items(d, statistic="median", value=summary["drift_median"]),
+                "control_drift_mean": Items(c, value=summary["control_drift_mean"]),
+                "drift_ratio": Items(torch.stack([d, c], 1), statistic="ratio", value=summary["drift_ratio"]),
+                "prior_shift_mean": Items(prior_shift(clean, perturbed), value=summary["prior_shift_mean"])}
 
 
 def model_key(model: Any) -> str:

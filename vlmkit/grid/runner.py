@@ -36,7 +36,7 @@ from vlmkit.grid.execute import (
 )
 from vlmkit.grid.executors import Executor, LocalExecutor
 from vlmkit.grid.spec import EXECUTOR_KINDS, GridSpec, load_grid
-from vlmkit.results import COLUMNS, atomic_write, merge_files
+from vlmkit.results import COLUMNS, atomic_write, csv_view, merge_files
 
 
 def merge_grid_table(grid_root: str | Path, run_ids: Sequence[str] | None = None) -> Any:
@@ -53,7 +53,7 @@ def merge_grid_table(grid_root: str | Path, run_ids: Sequence[str] | None = None
         files = [f for f in files if f.stem in keep]
     df = merge_files(files, columns=["run_id", *COLUMNS, "run"])
     atomic_write(root / "grid_results.parquet", lambda p: df.to_parquet(p, index=False))
-    atomic_write(root / "grid_results.csv", lambda p: df.to_csv(p, index=False))
+    atomic_write(root / "grid_results.csv", lambda p: csv_view(df).to_csv(p, index=False))
     return df
 
 

@@ -52,6 +52,25 @@ def recall_at_k(scores: torch.Tensor, positives: torch.Tensor, k: int) -> torch.
     return positives.gather(1, topk).any(dim=1)
 
 
+def retrieval_outcomes(image_emb: torch.Tensor, text_emb: torch.Tensor, text_to_image: torch.Tensor,
+                       ks: Sequence[int] = (1, 5, 10)) -> dict[str, torch.Tensor]:
+    """Per-query outcomes behind :func:`retrieval_metrics`: ``i2t_R@k`` hits per image ``(N,)``,
+    ``t2i_R@k`` hits per caption ``(T,)`` (bool), and 1-based first-positive ranks ``i2t_rank`` ``(N,)``
+    and ``t2i_rank`` ``(T,)``. The recalls are their means, the median ranks their medians."""
+    _check(image_emb, text_emb, text_to_image)
+    t2i_to = text_to_image.to(image_emb.device)
+    scores = text_emb.float() @ image_emb.float().T  # (T, N)
+    pos = torch.zeros_like(scores, dtype=torch.bool)
+    pos[torch.arange(len(t2i_to), device=pos.device), t2i_to] = True
+    out: dict[str, torch.Tensor] = {}
+    for k in ks:
+        out[f"i2t_R@{k}"] = recall_at_k(scores.T, pos.T, k)  # (N,)
+        out[f"t2i_R@{k}"] = recall_at_k(scores, pos, k)  # (T,)
+    out["i2t_rank"] = _first_positive_rank(scores.T, pos.T)  # (N,)
+    out["t2i_rank"] = _first_positive_rank(scores, pos)  # (T,)
+    return out
+
+
 @METRICS.register("retrieval", kind="embedding")
 def retrieval_metrics(image_emb: torch.Tensor, text_emb: torch.Tensor, text_to_image: torch.Tensor,
                       ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
@@ -66,15 +85,11 @@ def retrieval_metrics(image_emb: torch.Tensor, text_emb: torch.Tensor, text_to_i
     Returns:
         ``{"i2t_R@1": ..., "t2i_R@1": ..., "i2t_medr": ..., "t2i_medr": ...}`` (recalls in [0, 1]).
     """
-    _check(image_emb, text_emb, text_to_image)
-    t2i_to = text_to_image.to(image_emb.device)
-    scores = text_emb.float() @ image_emb.float().T  # (T, N)
-    pos = torch.zeros_like(scores, dtype=torch.bool)
-    pos[torch.arange(len(t2i_to), device=pos.device), t2i_to] = True
+    o = retrieval_outcomes(image_emb, text_emb, text_to_image, ks)
     out: dict[str, float] = {}
     for k in ks:
-        out[f"i2t_R@{k}"] = float(recall_at_k(scores.T, pos.T, k).float().mean())
-        out[f"t2i_R@{k}"] = float(recall_at_k(scores, pos, k).float().mean())
-    out["i2t_medr"] = float(_first_positive_rank(scores.T, pos.T).float().median())
-    out["t2i_medr"] = float(_first_positive_rank(scores, pos).float().median())
+        out[f"i2t_R@{k}"] = float(o[f"i2t_R@{k}"].float().mean())
+        out[f"t2i_R@{k}"] = float(o[f"t2i_R@{k}"].float().mean())
+    out["i2t_medr"] = float(o["i2t_rank"].float().median())
+    out["t2i_medr"] = float(o["t2i_rank"].float().median())
     return out

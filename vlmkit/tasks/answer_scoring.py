@@ -29,11 +29,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from vlmkit.data.images import check_mode
 from vlmkit.errors import InputError
 from vlmkit.evaluate.cells import Cell
+from vlmkit.evaluate.intervals import Items
 from vlmkit.evaluate.task import Task, TaskData
 from vlmkit.metrics import cosine_drift, flip_rates
 from vlmkit.metrics.answers import answer_accuracy, option_margin, pope_scores
@@ -106,6 +108,8 @@ class AnswerScoringTask(Task):
                           getattr(ad, "features", ""), type(ad).__name__)
         extras = {"questions": dataset.questions, "options": dataset.options, "answers": dataset.answers,
                   "kinds": dataset.kinds, "kmax": dataset.max_options,
+                  # questions about one image share it as their sampled unit (intervals resample images)
+                  "image_of": torch.as_tensor(np.unique([str(p) for p in dataset.paths], return_inverse=True)[1]),
                   "yes_no": torch.tensor([_is_yes_no(o) for o in dataset.options]),
                   "yes_index": torch.tensor([[s.lower() for s in o].index("yes") if _is_yes_no(o) else -1
                                              for o in dataset.options])}
@@ -119,13 +123,18 @@ class AnswerScoringTask(Task):
                                   reduce=self.reduce, pad_to=e["kmax"])
         return {"logliks": ll, "feats": model.vision_features(x).cpu()}
 
-    def metrics(self, data: TaskData, cell: Cell, out: dict[str, torch.Tensor], seed: int) -> dict[str, float]:
+    def metrics(self, data: TaskData, cell: Cell, out: dict[str, torch.Tensor], seed: int) -> dict[str, float | Items]:
         e = data.extras
         ll, answers = out["logliks"], e["answers"]
         pred = ll.argmax(1)
         margin = option_margin(ll)
-        m: dict[str, float] = {"accuracy": answer_accuracy(ll, answers), "margin_mean": float(margin.mean()),
-                               "answer_loglik_mean": float(ll.gather(1, answers[:, None])[:, 0].mean())}
+        groups = e["image_of"]
+        correct = pred == answers
+        gold = ll.gather(1, answers[:, None])[:, 0]
+        m: dict[str, float | Items] = {
+            "accuracy": Items(correct, binary=True, groups=groups, value=answer_accuracy(ll, answers)),
+            "margin_mean": Items(margin, groups=groups, value=float(margin.mean())),
+            "answer_loglik_mean": Items(gold, groups=groups, value=float(gold.mean()))}
         kinds = e["kinds"]
         for k in sorted(set(kinds)):
             sel = torch.tensor([kk == k for kk in kinds])
@@ -140,7 +149,7 @@ class AnswerScoringTask(Task):
         d = cosine_drift(f0, f)
         if cell.kind != "clean":
             pred0 = data.clean["logliks"].argmax(1)
-            m["IFR"] = flip_rates(pred0, pred)["IFR"]
+            m["IFR"] = Items(pred0 != pred, binary=True, groups=groups, value=flip_rates(pred0, pred)["IFR"])
             m["margin_change_mean"] = float((margin - option_margin(data.clean["logliks"])).mean())
             held = pred == pred0
             m["drift_mean_unflipped"] = float(d[held].mean()) if bool(held.any()) else float("nan")

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from vlmkit.data.images import check_mode
 from vlmkit.evaluate.cells import Cell
+from vlmkit.evaluate.intervals import Items
 from vlmkit.evaluate.task import Task, TaskData
 from vlmkit.metrics.segmentation import foreground_iou
 from vlmkit.registry import PERTURBATIONS, TASKS
@@ -131,15 +132,19 @@ class SegmentationTask(Task):
             out["consistency"] = foreground_iou(pred, p0)
         return out
 
-    def metrics(self, data: TaskData, cell: Cell, out: dict[str, torch.Tensor], seed: int) -> dict[str, float]:
+    def metrics(self, data: TaskData, cell: Cell, out: dict[str, torch.Tensor], seed: int) -> dict[str, float | Items]:
         inter, union = out["inter"], out["union"]
         iou = torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))
-        m = {"iou_mean": float(iou.mean()), "cum_iou": float(inter.sum() / union.sum().clamp_min(1)),
-             "pixel_accuracy": float(out["correct"].mean())}
+        m: dict[str, float | Items] = {
+            "iou_mean": Items(iou, value=float(iou.mean())),
+            "cum_iou": Items(torch.stack([inter.float(), union.float().clamp_min(1)], 1), statistic="ratio",
+                             value=float(inter.sum() / union.sum().clamp_min(1))),
+            "pixel_accuracy": Items(out["correct"], value=float(out["correct"].mean()))}
         m.update(self.drift(data.clean["emb"], out["emb"], seed))
         if cell.kind != "clean":
-            m["consistency_iou"] = float(out["consistency"].mean())
-            m["mask_flip_rate"] = float((out["consistency"] < self.flip_iou).float().mean())
+            flip = out["consistency"] < self.flip_iou
+            m["consistency_iou"] = Items(out["consistency"], value=float(out["consistency"].mean()))
+            m["mask_flip_rate"] = Items(flip, binary=True, value=float(flip.float().mean()))
         return m
 
     def flips(self, data: TaskData, out: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
