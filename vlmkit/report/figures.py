@@ -57,7 +57,8 @@ def log_spectrum(x: torch.Tensor) -> torch.Tensor:
 
 def degradation_curves(df: pd.DataFrame, metric: str, x: str = "severity", line: str | Sequence[str] = "model",
                        panel: str = "perturbation", clean_label: str = "clean") -> plt.Figure:
-    """One panel per perturbation: ``metric`` vs ``x``, one line per ``line`` (clean value at x=0).
+    """One panel per perturbation: ``metric`` vs ``x``, one line per ``line`` (clean value at x=0), with a band
+    for the rows' intervals (``ci_low``/``ci_high``) where they have them.
 
     ``line`` may name several columns (``["model", "dataset"]``): one line per combination.
     """
@@ -76,11 +77,15 @@ def degradation_curves(df: pd.DataFrame, metric: str, x: str = "severity", line:
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 2.6 * nrows), squeeze=False, sharey=True)
     for ax, p in zip(axes.flat, panels):
         for name, g in pert[pert[panel] == p].groupby(line):
-            g = g.groupby(x, as_index=False)["value"].mean().sort_values(x)
-            c = clean[clean[line] == name]["value"]
-            xs = ([0] if len(c) else []) + g[x].tolist()
-            ys = ([float(c.iloc[0])] if len(c) else []) + g["value"].tolist()
-            ax.plot(xs, ys, marker="o", ms=3, label=str(name))
+            cols = [c for c in ("value", "ci_low", "ci_high") if c in g]
+            g = g.groupby(x, as_index=False)[cols].mean().sort_values(x)
+            c = clean[clean[line] == name]
+            head = c[cols].iloc[:1].assign(**{x: 0}) if len(c) else c.iloc[:0]
+            g = pd.concat([head, g], ignore_index=True) if len(head) else g
+            (ln,) = ax.plot(g[x], g["value"], marker="o", ms=3, label=str(name))
+            if "ci_low" in g and g["ci_low"].notna().any():  # the 95% interval of each point
+                ax.fill_between(g[x].astype(float), g["ci_low"].astype(float), g["ci_high"].astype(float),
+                                color=ln.get_color(), alpha=0.12, lw=0)
         ax.set_title(str(p), fontsize=9)
         ax.set_xlabel(x)
         ax.grid(alpha=0.3)
@@ -129,8 +134,10 @@ def heatmap(values: np.ndarray | torch.Tensor, xlabels: Sequence[str] | None = N
     return fig
 
 
-def radar(scores: pd.DataFrame, title: str = "") -> plt.Figure:
-    """Radar chart: rows = models, columns = task × scenario axes, values in [0, 1]."""
+def radar(scores: pd.DataFrame, title: str = "", low: pd.DataFrame | None = None,
+          high: pd.DataFrame | None = None) -> plt.Figure:
+    """Radar chart: rows = models, columns = task × scenario axes, values in [0, 1]; ``low``/``high`` (same
+    shape) draw each value's interval as a whisker along its axis."""
     if scores.empty or scores.shape[1] < 3:
         raise InputError(f"radar needs at least 3 axes (columns), got {list(scores.columns)}")
     import textwrap
@@ -141,8 +148,12 @@ def radar(scores: pd.DataFrame, title: str = "") -> plt.Figure:
     ax = fig.add_subplot(111, polar=True)
     for model, row in scores.iterrows():
         vals = row.to_numpy(dtype=float).tolist()
-        ax.plot(angles + angles[:1], vals + vals[:1], label=str(model), lw=1.6)
+        line, = ax.plot(angles + angles[:1], vals + vals[:1], label=str(model), lw=1.6)
         ax.fill(angles + angles[:1], vals + vals[:1], alpha=0.10)
+        if low is not None and high is not None and model in low.index:
+            for ang, lo, hi in zip(angles, low.loc[model].to_numpy(float), high.loc[model].to_numpy(float)):
+                if np.isfinite(lo) and np.isfinite(hi):
+                    ax.plot([ang, ang], [max(lo, 0), min(hi, 1)], color=line.get_color(), lw=2.2, alpha=0.55)
     ax.set_xticks(angles, labels=[textwrap.fill(str(a), 16) for a in axes_names], fontsize=7.5)
     ax.tick_params(axis="x", pad=14)
     ax.set_ylim(0, 1)

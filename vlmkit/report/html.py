@@ -17,7 +17,7 @@ import pandas as pd
 import vlmkit
 from vlmkit.errors import DataNotFoundError
 from vlmkit.report.figures import degradation_curves, radar, save
-from vlmkit.results import atomic_write, merge_files, result_files
+from vlmkit.results import atomic_write, csv_view, merge_files, result_files
 
 KEY_METRICS = ("i2t_R@1", "t2i_R@1", "top1", "drift_mean", "IFR", "attack_word_rate")
 
@@ -96,7 +96,7 @@ def build_report(folder: str | Path, title: str | None = None) -> Path:
     df = collect_results(root)
     out = root / "report"
     (out / "figures").mkdir(parents=True, exist_ok=True)
-    atomic_write(out / "results.csv", lambda p: df.to_csv(p, index=False))
+    atomic_write(out / "results.csv", lambda p: csv_view(df).to_csv(p, index=False))
     table = summary_table(df)
     table.to_csv(out / "summary.csv")
     sections = study_sections(df)
@@ -132,9 +132,19 @@ def build_report(folder: str | Path, title: str | None = None) -> Path:
         for caption, src in figures:
             parts.append(f'<figure><img src="{src}" alt="{html.escape(caption)}"><figcaption>{html.escape(caption)}'
                          "</figcaption></figure>")
-    parts += ['<h2 id="appendix">Appendix</h2>',
-              f"<details><summary>Summary of every model × dataset × cell ({len(table)} rows; "
-              '<a href="summary.csv">summary.csv</a>)</summary>', _table_html(table, "summary"), "</details>"]
+    parts.append('<h2 id="appendix">Appendix</h2>')
+    if "seed" in df and df["seed"].nunique() > 1:  # runs that differ only in seed: the spread across seeds
+        from vlmkit.stats import across_seeds
+
+        key = df[df["metric"].isin(KEY_METRICS)]
+        by = [c for c in ("model", "dataset", "label", "metric") if c in key]
+        seeds = across_seeds(key, by=by)
+        seeds.to_csv(out / "across_seeds.csv", index=False)
+        parts += [f"<details><summary>Across {df['seed'].nunique()} seeds: mean, sd and t-interval "
+                  '(<a href="across_seeds.csv">across_seeds.csv</a>)</summary>',
+                  _table_html(seeds.round(4), "seeds"), "</details>"]
+    parts += [f"<details><summary>Summary of every model × dataset × cell ({len(table)} rows; "
+               '<a href="summary.csv">summary.csv</a>)</summary>', _table_html(table, "summary"), "</details>"]
     page = ("<!doctype html><html><head><meta charset='utf-8'><meta name='viewport' content='width=device-width'>"
             f"<title>vlmkit report</title><style>{_CSS}</style></head><body>" + "\n".join(parts) + "</body></html>")
     path = out / "report.html"

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from vlmkit.evaluate.cells import eps_text
+from vlmkit.errors import InputError
 from vlmkit.registry import PERTURBATIONS
 from vlmkit.report.figures import radar
 
@@ -77,6 +78,87 @@ def _params(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(recs, index=df.index)
 
 
+def shown(d: pd.DataFrame, digits: int = 3) -> pd.Series:
+    """Each row's value as text with its interval and a mark when it differs significantly from the
+    reference model (``0.750 [0.55, 0.90] *``; see :func:`comparisons`)."""
+    out = d["value"].map(lambda v: f"{v:.{digits}f}")
+    if "ci_low" in d:
+        ok = d["ci_low"].notna() & d["ci_high"].notna()
+        out = out.where(~ok, out + " [" + d["ci_low"].map(lambda v: f"{v:.2f}") + ", "
+                        + d["ci_high"].map(lambda v: f"{v:.2f}") + "]")
+    if "significant" in d:
+        out = out.where(d["significant"].fillna(False).astype(bool) == False, out + " *")  # noqa: E712
+    return out
+
+
+#: Metrics the report compares between models (paired, on the same items).
+COMPARED = ("i2t_R@1", "t2i_R@1", "i2t_R@5", "t2i_R@5", "top1", "attack_word_rate", "IFR", "IV", "drift_mean",
+            "iou_mean", "accuracy")
+
+
+def _has_outcomes(df: pd.DataFrame) -> pd.Series:
+    if "outcomes" not in df:
+        return pd.Series(False, index=df.index)
+    return df["outcomes"].map(lambda o: o is not None and not isinstance(o, float) and len(o) > 0)
+
+
+def comparisons(df: pd.DataFrame, reference: str | None = None, metrics: tuple[str, ...] = COMPARED,
+                ci: float = 0.95, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Every model against the reference model on the same images, per dataset × cell × metric: the paired
+    difference with its bootstrap interval, exact McNemar (0/1 outcomes) or paired-bootstrap p-values,
+    Holm-corrected across all the comparisons of the table (:func:`vlmkit.stats.compare`).
+
+    Args:
+        df: Engine rows with per-item ``outcomes``.
+        reference: The reference model (default: per dataset, the first model in sorted order).
+        metrics: Metrics compared.
+        ci, n_boot, seed: As :func:`vlmkit.stats.compare`.
+
+    Returns:
+        The comparisons (``a`` the reference, ``b`` the other model), with ``p_adjusted`` and
+        ``significant`` over the whole table; empty when nothing can be paired.
+    """
+    from vlmkit.stats import compare, holm
+
+    d = df[_has_outcomes(df) & df["metric"].isin(metrics)]
+    by = ["dataset", "label", "metric"] + (["seed"] if "seed" in d and d["seed"].nunique() > 1 else [])
+    parts = []
+    for ds, g in d.groupby("dataset"):
+        models = sorted(g["model"].unique())
+        ref = reference if reference in models else models[0]
+        for other in (m for m in models if m != ref):
+            pair = g[g["model"].isin([ref, other])]
+            for metric in sorted(set(pair["metric"])):
+                both = pair[pair["metric"] == metric]
+                if both["model"].nunique() < 2:
+                    continue
+                try:
+                    parts.append(compare(both, a=ref, b=other, metric=metric, by=by, ci=ci, n_boot=n_boot,
+                                         seed=seed, correction=None))
+                except InputError:  # no common cell, or unequal item sets: nothing to pair
+                    continue
+    if not parts:
+        return pd.DataFrame()
+    out = pd.concat(parts, ignore_index=True)
+    out["p_adjusted"] = holm(out["p_value"].to_numpy(dtype=float))
+    out["significant"] = out["p_adjusted"] < 1 - ci
+    return out.sort_values(["p_adjusted", "dataset", "metric"], kind="stable").reset_index(drop=True)
+
+
+def mark_significant(df: pd.DataFrame, comp: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with a ``significant`` column: the row's model differs from the reference after correction."""
+    if comp.empty:
+        return df.assign(significant=False)
+    keys = ["dataset", "label", "metric"]
+    sig = comp[comp["significant"]].rename(columns={"b": "model"})[[*keys, "model"]].assign(significant=True)
+    sig = sig.drop_duplicates([*keys, "model"])
+    cols = [c for c in df.columns if c != "significant"]
+    out = df[cols].merge(sig, on=[*keys, "model"], how="left") if "label" in df else df.assign(significant=False)
+    out["significant"] = out["significant"].fillna(False).astype(bool)
+    out.index = df.index
+    return out
+
+
 def frequency_section(df: pd.DataFrame) -> Section | None:
     """Retrieval R@1/R@5 against ε per frequency band, band-limited noise and frequency-constrained PGD."""
     d = df[(_col(df, "task") == "retrieval") & df["perturbation"].isin(["band_noise", "freq_pgd"])
@@ -91,11 +173,11 @@ def frequency_section(df: pd.DataFrame) -> Section | None:
         return None
     d["method"] = d["perturbation"].map({"band_noise": "noise", "freq_pgd": "PGD"})
     clean = df[(_col(df, "task") == "retrieval") & (_col(df, "kind") == "clean") & df["metric"].isin(RETRIEVAL_METRICS)]
-    table = d.pivot_table(index=["model", "dataset", "method", "band", "metric"], columns="eps", values="value",
-                          aggfunc="mean")
+    table = d.assign(shown=shown(d)).pivot_table(index=["model", "dataset", "method", "band", "metric"],
+                                                 columns="eps", values="shown", aggfunc="first")
     table.columns = [f"ε={eps_text(float(c))}" for c in table.columns]
-    c = clean.groupby(["model", "dataset", "metric"])["value"].mean()
-    table.insert(0, "clean", [c.get((m, ds, met), np.nan) for m, ds, _, _, met in table.index])
+    c = clean.assign(shown=shown(clean)).groupby(["model", "dataset", "metric"])["shown"].first()
+    table.insert(0, "clean", [c.get((m, ds, met), "–") for m, ds, _, _, met in table.index])
     metrics = [m for m in ("i2t_R@1", "t2i_R@1") if m in set(d["metric"])]
     methods = sorted(d["method"].unique())
 
@@ -108,12 +190,16 @@ def frequency_section(df: pd.DataFrame) -> Section | None:
                 ax = axes[i, j]
                 g = d[(d["method"] == meth) & (d["metric"] == met)]
                 for (model, band), h in g.groupby(["model", "band"]):
-                    h = h.groupby("eps")["value"].mean()
-                    c0 = clean[(clean["model"] == model) & (clean["metric"] == met)]["value"]
+                    cols = [c for c in ("value", "ci_low", "ci_high") if c in h]
+                    h = h.groupby("eps")[cols].mean()
+                    c0 = clean[(clean["model"] == model) & (clean["metric"] == met)]
                     if len(c0):  # the clean value at ε = 0
-                        h = pd.concat([pd.Series([float(c0.mean())], index=[0.0]), h])
-                    ax.plot(h.index * 255, h.values, marker="o", ms=3, ls=styles.get(band, "-"),
-                            color=f"C{sorted(d['model'].unique()).index(model)}", label=f"{model} {band}")
+                        h = pd.concat([c0[cols].mean().to_frame(0.0).T, h])
+                    color = f"C{sorted(d['model'].unique()).index(model)}"
+                    ax.plot(h.index * 255, h["value"], marker="o", ms=3, ls=styles.get(band, "-"), color=color,
+                            label=f"{model} {band}")
+                    if "ci_low" in h:  # the interval of each point
+                        ax.fill_between(h.index * 255, h["ci_low"], h["ci_high"], color=color, alpha=0.08)
                 ax.set_title(f"{meth}: {met}", fontsize=9)
                 ax.set_xlabel("ε (/255)")
                 ax.grid(alpha=0.3)
@@ -125,8 +211,9 @@ def frequency_section(df: pd.DataFrame) -> Section | None:
     text = ("Retrieval recall of each model as the L∞ budget ε of band-limited noise and of frequency-constrained "
             "PGD (retrieval objective) grows, per frequency band. A model whose PGD curve falls fastest in one band "
             "relies on that band; noise curves that stay flat while PGD curves fall show the loss is adversarial, "
-            "not a matter of energy.")
-    return Section("frequency", "Frequency-domain adversarial noise vs retrieval", text, table.round(3), draw)
+            "not a matter of energy. Each number shows its 95% interval; * marks a significant difference from the "
+            "reference model on the same images (Holm-corrected).")
+    return Section("frequency", "Frequency-domain adversarial noise vs retrieval", text, table, draw)
 
 
 def _corruption_names() -> list[str]:
@@ -204,7 +291,7 @@ def corruption_section(df: pd.DataFrame) -> Section | None:
 TYPO_MODES = ("semantic", "random", "empty")
 
 
-def natural_scores(df: pd.DataFrame) -> pd.DataFrame:
+def natural_scores(df: pd.DataFrame, column: str = "value") -> pd.DataFrame:
     """Per model, the natural-adversarial scores present in ``df`` (columns; rows: models).
 
     Zero-shot accuracy clean (per classification set), under the synthetic typographic attack per mode,
@@ -212,38 +299,47 @@ def natural_scores(df: pd.DataFrame) -> pd.DataFrame:
     segmentation IoU, VQA accuracy, and ``1 − ASR`` of the language-induced search (Hu et al.'s
     language-guided natural adversarial examples: the best feasible prompt's attack success at the last
     generation, mean over the searched classes).
+
+    ``column="ci_low"`` / ``"ci_high"`` gives the lower / upper ends of the axes' intervals instead (for
+    ``1 − rate`` axes the other end of the rate's interval; NaN where a score has none).
     """
+    flip = {"value": "value", "ci_low": "ci_high", "ci_high": "ci_low"}[column]  # 1 − x swaps the ends
+
+    def val(rows: pd.DataFrame, col: str = column) -> float:
+        return float(rows[col].mean()) if col in rows else float("nan")
+
     out: dict[tuple[str, str], float] = {}
     task, kind = _col(df, "task"), _col(df, "kind")
     zs = df[task == "zeroshot"]
     typo_sets = set(zs[zs["metric"] == "attack_word_rate"]["dataset"])
     for (model, ds), g in zs.groupby(["model", "dataset"]):
         clean = g[_col(g, "kind") == "clean"]
-        top1 = clean[clean["metric"] == "top1"]["value"]
+        top1 = clean[clean["metric"] == "top1"]
         if not top1.empty:
-            out[(model, f"{ds} top-1")] = float(top1.mean())
+            out[(model, f"{ds} top-1")] = val(top1)
         if ds in typo_sets:
-            awr = clean[clean["metric"] == "attack_word_rate"]["value"]
+            awr = clean[clean["metric"] == "attack_word_rate"]
             if not awr.empty:
-                out[(model, f"{ds} 1−AWR")] = 1 - float(awr.mean())
+                out[(model, f"{ds} 1−AWR")] = 1 - val(awr, flip)
             continue
         typo = g[(g["perturbation"] == "typographic") & (g["metric"] == "top1")]
         if not typo.empty:
             modes = _col(_params(typo), "mode", "auto").fillna("auto")
             for mode, h in typo.groupby(modes.values):
-                out[(model, f"{ds} typo-{mode}")] = float(h["value"].mean())
+                out[(model, f"{ds} typo-{mode}")] = val(h)
     seg = df[(task == "segmentation") & (kind == "clean") & (df["metric"] == "iou_mean")]
     for (model, ds), g in seg.groupby(["model", "dataset"]):
-        out[(model, f"{ds} IoU")] = float(g["value"].mean())
+        out[(model, f"{ds} IoU")] = val(g)
     vqa = df[(task == "answer_scoring") & (kind == "clean") & (df["metric"] == "accuracy")]
     for (model, ds), g in vqa.groupby(["model", "dataset"]):
-        out[(model, f"{ds} VQA acc")] = float(g["value"].mean())
+        out[(model, f"{ds} VQA acc")] = val(g)
     lang = df[(df["perturbation"] == "language_search") & (df["metric"] == "asr_best_feasible")]
     if not lang.empty:  # the searched prompts' success at the last generation, mean over the searched classes
         gen = pd.to_numeric(_col(lang, "severity"), errors="coerce")
         last = lang[gen == gen.groupby(lang["model"]).transform("max")]
         for model, g in last.groupby("model"):
-            out[(model, "language search 1−ASR")] = 1 - float(g["value"].fillna(0).mean())
+            out[(model, "language search 1−ASR")] = (1 - float(g["value"].fillna(0).mean()) if column == "value"
+                                                      else float("nan"))  # a search's best prompt: no interval
     if not out:
         return pd.DataFrame()
     s = pd.Series(out)
@@ -263,10 +359,12 @@ def natural_section(df: pd.DataFrame) -> Section | None:
     if scores.empty:
         return None
     full = scores.dropna(axis=1)
+    low, high = natural_scores(df, "ci_low"), natural_scores(df, "ci_high")
 
     def draw() -> plt.Figure:
         if full.shape[1] >= 3:
-            fig = radar(full.clip(0, 1), title="natural adversarial examples (higher = more robust)")
+            fig = radar(full.clip(0, 1), title="natural adversarial examples (higher = more robust)",
+                        low=low.reindex_like(full), high=high.reindex_like(full))
         else:
             fig, ax = plt.subplots(figsize=(6, 0.4 * scores.shape[1] + 1.5))
             scores.T.plot.barh(ax=ax)
@@ -279,8 +377,14 @@ def natural_section(df: pd.DataFrame) -> Section | None:
             "under a word written onto the image (semantic = a wrong class name, random = a random word, empty = a "
             "blank label, the control), 1 − the share of predictions moved to the written word (AWR), segmentation "
             "IoU, VQA accuracy and 1 − the success of prompts searched to fool the model while meaning the true class. A gap between the semantic and empty axes is the typographic attack's effect; "
-            "models evaluated on different sets share only the axes they have in common in the radar.")
-    return Section("natural", "Natural adversarial examples", text, scores.T.round(3), draw)
+            "models evaluated on different sets share only the axes they have in common in the radar; whiskers and "
+            "brackets are 95% intervals.")
+    shown_table = scores.T.round(3).astype(object)
+    for c in shown_table.columns:
+        for a in shown_table.index:
+            v, lo, hi = scores.at[c, a], low.at[c, a] if a in low else np.nan, high.at[c, a] if a in high else np.nan
+            shown_table.at[a, c] = ("–" if pd.isna(v) else f"{v:.3f}" + (f" [{lo:.2f}, {hi:.2f}]" if pd.notna(lo) else ""))
+    return Section("natural", "Natural adversarial examples", text, shown_table, draw)
 
 
 def instability_section(df: pd.DataFrame) -> Section | None:
@@ -291,7 +395,8 @@ def instability_section(df: pd.DataFrame) -> Section | None:
         return None
     flips = fam[fam["metric"].isin(["IFR", "IV"])].copy()
     flips["family"] = _col(flips, "family").replace({"all": ANY})
-    table = flips.pivot_table(index=["model", "dataset", "family"], columns="metric", values="value", aggfunc="mean")
+    table = flips.assign(shown=shown(flips)).pivot_table(index=["model", "dataset", "family"], columns="metric",
+                                                         values="shown", aggfunc="first")
     pert = df[kind.isin(["perturbation", "attack"])].copy()
     dm = ["drift_mean", "control_drift_mean", "drift_ratio", "drift_kept_mean", "prior_shift_mean"]
     per = pert[pert["metric"].isin(dm)]
@@ -352,12 +457,52 @@ SECTIONS: tuple[Callable[[pd.DataFrame], Section | None], ...] = (
     frequency_section, corruption_section, natural_section, instability_section)
 
 
-def study_sections(df: pd.DataFrame) -> list[Section]:
-    """Every study section whose rows are in ``df``, in the order of :data:`SECTIONS`."""
+def comparison_section(comp: pd.DataFrame, top: int = 20) -> Section | None:
+    """The paired comparisons against the reference model: a forest plot of the largest differences and the
+    table of every comparison (see :func:`comparisons`)."""
+    if comp.empty:
+        return None
+    cols = [c for c in ("dataset", "label", "metric", "a", "b", "value_a", "value_b", "diff", "ci_low", "ci_high",
+                        "p_adjusted", "significant", "test", "n") if c in comp]
+    table = comp[cols].round(4)
+    shown_rows = comp.reindex(comp["diff"].abs().sort_values(ascending=False).index).head(top)
+
+    def draw() -> plt.Figure:
+        fig, ax = plt.subplots(figsize=(7.5, 0.28 * len(shown_rows) + 1.4))
+        y = np.arange(len(shown_rows))[::-1]
+        for yi, r in zip(y, shown_rows.itertuples()):
+            color = "C3" if r.significant else "0.55"
+            ax.plot([r.ci_low, r.ci_high], [yi, yi], color=color, lw=1.2)
+            ax.plot([r.diff], [yi], "o", color=color, ms=3.5)
+        ax.axvline(0, color="k", lw=0.8)
+        ax.set_yticks(y, [f"{r.a} − {r.b} | {r.dataset} | {r.label} | {r.metric}" for r in shown_rows.itertuples()],
+                      fontsize=6.5)
+        ax.set_xlabel("difference (reference − model), 95% interval; red: significant after Holm", fontsize=8)
+        fig.tight_layout()
+        return fig
+
+    n_sig = int(comp["significant"].sum())
+    text = (f"Each model against the reference model ({', '.join(sorted(comp['a'].unique()))}) on the same images, "
+            f"per dataset, cell and metric: the paired difference with its bootstrap interval and the p-value of "
+            f"exact McNemar (0/1 outcomes) or the paired bootstrap, Holm-corrected across all {len(comp)} "
+            f"comparisons; {n_sig} are significant. The figure shows the {min(top, len(comp))} largest differences.")
+    return Section("comparisons", "Model comparisons (paired, Holm-corrected)", text, table, draw)
+
+
+def study_sections(df: pd.DataFrame, reference: str | None = None, comparisons_table: pd.DataFrame | None = None
+                   ) -> list[Section]:
+    """Every study section whose rows are in ``df``, in the order of :data:`SECTIONS`, then the model
+    comparisons; numbers carry their intervals and a mark where a model differs significantly from
+    ``reference`` (default: the first model of each dataset in sorted order)."""
     if df.empty or "metric" not in df:
         return []
-    return [s for s in (f(df) for f in SECTIONS) if s is not None]
+    comp = comparisons(df, reference) if comparisons_table is None else comparisons_table
+    marked = mark_significant(df, comp)
+    found = [s for s in (f(marked) for f in SECTIONS) if s is not None]
+    last = comparison_section(comp)
+    return found + ([last] if last is not None else [])
 
 
-__all__ = ["ANY", "SECTIONS", "Section", "corruption_section", "frequency_section", "instability_section",
-           "natural_scores", "natural_section", "study_sections"]
+__all__ = ["ANY", "COMPARED", "SECTIONS", "Section", "comparison_section", "comparisons", "corruption_section",
+           "frequency_section", "instability_section", "mark_significant", "natural_scores", "natural_section", "shown",
+           "study_sections"]
