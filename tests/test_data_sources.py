@@ -264,3 +264,10 @@ def test_toy_tasks_and_segmentation_folder(tmp_path):
     assert [(ds.name, len(ds)) for ds in seg["segmentation"]] == [("masks", 3)]
     with pytest.raises(DataNotFoundError, match=r"\['segmentation'\].*'annotations'"):
         check_datasets({"segmentation": {**spec["segmentation"], "annotations": "missing.csv"}})
+
+
+def test_a_spec_names_the_models_that_evaluate_its_set(tmp_path):
+    got = load_datasets({"retrieval": {"format": "toy", "models": ["toy:rn"]}}, n_images=2, seed=0, root=tmp_path)
+    assert got["retrieval"][0].models == ["toy:rn"]
+    with pytest.raises(InputError, match="models"):
+        check_datasets({"retrieval": {"format": "toy", "models": "toy:rn"}})

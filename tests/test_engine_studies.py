@@ -130,6 +130,9 @@ def test_models_for_and_evaluate_sets(toy, tmp_path):
     assert models_for(real, ["toy:vit", "hf:openai/clip-vit-base-patch32"], ["conse:default"]) == \
         ["hf:openai/clip-vit-base-patch32"]
     assert models_for(real, ["toy:vit"]) == []
+    real.models = ["conse:default"]  # a dataset spec's own models win
+    assert models_for(real, ["toy:vit", "hf:openai/clip-vit-base-patch32"]) == ["conse:default"]
+    del real.models
     both = toy["classification"] + toy["retrieval"]
     df = evaluate_sets(["toy:vit"], both, [], out_dir=tmp_path, progress=False, device="cpu")
     assert set(df.dataset) == {"toy-shapes", "toy-retrieval"} and set(df.task) == {"zeroshot", "retrieval"}

@@ -17,8 +17,9 @@ spec or a list of specs; each spec names a *format* (which loader reads it) and 
     sets["typographic"][1].name                   # "scam-noscam"
 
 Keys every format takes: ``format``, ``name`` (the row name; default after source and split),
-``n_images`` (this set's subset size, overriding the caller's) and ``models`` (a list of model specs
-restricted to this set; kept in the spec for callers, not used here). The toy world (``format: toy``)
+``n_images`` (this set's subset size, overriding the caller's) and ``models`` (the model specs that
+evaluate this set instead of the grid's: attached to the loaded set as ``ds.models`` and honoured by
+:func:`vlmkit.evaluate.models_for`). The toy world (``format: toy``)
 fills every role with its own exported sets.
 
 ``shared_layout(DIR)`` gives the specs of the ``../shared/data`` layout (``coco-mini/``,
@@ -656,6 +657,8 @@ def load_datasets(
             elif n_images is not None and n_images < len(ds):
                 ds = ds.subset(n_images, seed=seed)
             ds.name = spec["name"]
+            if spec.get("models"):  # the models this set is evaluated with (vlmkit.evaluate.models_for)
+                ds.models = list(spec["models"])
             loaded.append(ds)
         out[role] = loaded
     return out

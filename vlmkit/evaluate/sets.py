@@ -21,8 +21,8 @@ from typing import Any
 import pandas as pd
 import torch
 
-from vlmkit.evaluate.cells import Cell
 from vlmkit.errors import InputError
+from vlmkit.evaluate.cells import Cell
 from vlmkit.evaluate.engine import cell_embeddings, evaluate_grid
 from vlmkit.metrics import control_drift, cosine_drift
 from vlmkit.results import COLUMNS
@@ -53,9 +53,13 @@ def models_for(dataset: Any, models: Sequence[str | Any], photo_models: Sequence
         photo_models: Models for real photos when none of ``models`` reads them.
 
     Returns:
-        ``models`` on toy-world sets; the non-toy ``models`` on other sets, or ``photo_models`` when
-        there are none.
+        The set's own ``models`` when its spec names them (``{"format": "coco", ..., "models": [...]}``);
+        else ``models`` on toy-world sets, and the non-toy ``models`` on other sets, or ``photo_models``
+        when there are none.
     """
+    own = getattr(dataset, "models", None)
+    if own:
+        return list(own)
     if is_toy_dataset(dataset):
         return list(models)
     real = [m for m in models if not is_toy_model(m)]
