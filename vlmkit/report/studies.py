@@ -122,6 +122,9 @@ def comparisons(df: pd.DataFrame, reference: str | None = None, metrics: tuple[s
 
     d = df[_has_outcomes(df) & df["metric"].isin(metrics)]
     by = ["dataset", "label", "metric"] + (["seed"] if "seed" in d and d["seed"].nunique() > 1 else [])
+    # one row per model and cell: notebooks of a run that evaluate the same set (the clean cell of 02, 03 and
+    # 04) store the same outcomes more than once
+    d = d.drop_duplicates(subset=["model", *by], keep="first")
     parts = []
     for ds, g in d.groupby("dataset"):
         models = sorted(g["model"].unique())
