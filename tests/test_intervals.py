@@ -104,3 +104,17 @@ def test_known_answers_of_paired_comparisons(toy, tmp_path):
     assert abs(clean["toy:rn"] - clean["toy:vit"]) > 0.05, clean
     diff = compare(rows[rows.kind == "clean"], a="toy:rn", b="toy:vit", metric="i2t_R@1")
     assert diff.iloc[0]["significant"] and diff.iloc[0]["test"].startswith("mcnemar"), diff.T
+
+
+def test_report_comparisons_pair_models_once_per_cell_and_correct_across_the_grid(toy, tmp_path):
+    from vlmkit.report.studies import comparisons
+
+    cells = grid_cells(["gaussian_noise"], [3])
+    rows = evaluate_grid(["toy:rn", "toy:vit"], toy["classification"][0], cells, out_dir=tmp_path, progress=False,
+                         device="cpu", n_boot=200)
+    twice = pd.concat([rows, rows.assign(run="another-notebook")])  # the same cells stored by two notebooks
+    comp = comparisons(twice, metrics=("top1", "drift_mean"))
+    assert len(comp) == 4 and set(comp["a"]) == {"toy:rn"} and set(comp["b"]) == {"toy:vit"}
+    from statsmodels.stats.multitest import multipletests
+
+    assert comp["p_adjusted"].to_numpy() == pytest.approx(multipletests(comp["p_value"], method="holm")[1])
