@@ -87,7 +87,7 @@ def shown(d: pd.DataFrame, digits: int = 3) -> pd.Series:
         out = out.where(~ok, out + " [" + d["ci_low"].map(lambda v: f"{v:.2f}") + ", "
                         + d["ci_high"].map(lambda v: f"{v:.2f}") + "]")
     if "significant" in d:
-        out = out.where(d["significant"].fillna(False).astype(bool) == False, out + " *")  # noqa: E712
+        out = out.where(~d["significant"].fillna(False).astype(bool), out + " *")
     return out
 
 
