@@ -91,7 +91,9 @@ def evaluate_sets(models: Sequence[str | Any], datasets: Sequence[Any], cells: S
 
 def empty_rows() -> pd.DataFrame:
     """A table with the engine's columns and no rows (what a role without datasets evaluates to)."""
-    return pd.DataFrame(columns=[*COLUMNS, "task", "kind", "family", "label", "cell"])
+    cols = [*COLUMNS, "task", "kind", "family", "label", "cell", "ci_low", "ci_high"]
+    numeric = {"value", "severity", "ci_low", "ci_high"}
+    return pd.DataFrame({c: pd.Series(dtype="float64" if c in numeric else "object") for c in cols})
 
 
 def family_drift(model: str | Any, dataset: Any, cells: Sequence[Cell], *, out_dir: str | os.PathLike, seed: int = 0,

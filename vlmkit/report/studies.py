@@ -499,6 +499,8 @@ def study_sections(df: pd.DataFrame, reference: str | None = None, comparisons_t
     ``reference`` (default: the first model of each dataset in sorted order)."""
     if df.empty or "metric" not in df:
         return []
+    # numbers as floats: a table concatenated with an empty one (a role without datasets) holds objects
+    df = df.assign(**{c: pd.to_numeric(df[c], errors="coerce") for c in ("value", "ci_low", "ci_high") if c in df})
     comp = comparisons(df, reference) if comparisons_table is None else comparisons_table
     marked = mark_significant(df, comp)
     found = [s for s in (f(marked) for f in SECTIONS) if s is not None]
