@@ -10,7 +10,6 @@ request (:func:`vlmkit.models.hub.reachable`, a few seconds at most, once per pr
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from vlmkit.errors import ModelSpecError, WeightsNotFoundError, did_you_mean
 from vlmkit.models import hub, parse_spec
@@ -48,15 +47,9 @@ def _check_open_clip(spec: str, rest: str, weights: bool) -> None:
             _need_hub(spec, hub.cached_hub_file(repo, "open_clip_config.json") is not None,
                       f"the open_clip hub model {repo!r}", "'open_clip:local-dir:/path/to/folder'")
         return
-    local_dir = rest[len("local-dir:"):] if rest.startswith("local-dir:") else None
-    if local_dir is None and (rest.startswith(("/", "./", "../", "~")) or Path(rest).expanduser().is_dir()):
-        local_dir = rest
-    if local_dir is not None:
-        p = hub.require_path(local_dir, f"open_clip model folder for {spec!r}",
-                             "Expected a folder with open_clip_config.json and open_clip_model.safetensors.")
-        if not (p / "open_clip_config.json").is_file():
-            raise ModelSpecError(f"{str(p)!r} has no open_clip_config.json; for a weights file pass "
-                                 f"'open_clip:<arch>/{p}' (e.g. open_clip:ViT-B-32/{p})")
+    from vlmkit.models.openclip import local_export_dir
+
+    if local_export_dir(rest, spec) is not None:  # the loader's own resolution of export folders
         return
     import open_clip
 

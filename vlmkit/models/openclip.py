@@ -128,6 +128,27 @@ def _known_archs() -> list[str]:
     return list(open_clip.list_models())
 
 
+def local_export_dir(rest: str, spec: str) -> Path | None:
+    """The open_clip export folder a spec's rest names (``local-dir:PATH``, a path, or an existing folder),
+    checked to hold ``open_clip_config.json``; None when the rest names no folder.
+
+    Raises:
+        DataNotFoundError: The folder does not exist.
+        ModelSpecError: It has no ``open_clip_config.json``.
+    """
+    local_dir = rest[len("local-dir:"):] if rest.startswith("local-dir:") else None
+    if local_dir is None and (rest.startswith(("/", "./", "../", "~")) or Path(rest).expanduser().is_dir()):
+        local_dir = rest
+    if local_dir is None:
+        return None
+    p = hub.require_path(local_dir, f"open_clip model folder for {spec!r}",
+                         "Expected a folder with open_clip_config.json and open_clip_model.safetensors.")
+    if not (p / "open_clip_config.json").is_file():
+        raise ModelSpecError(f"{str(p)!r} has no open_clip_config.json; for a weights file pass "
+                             f"'open_clip:<arch>/{p}' (e.g. open_clip:ViT-B-32/{p})")
+    return p
+
+
 @MODELS.register("open_clip", description="open_clip architectures, pretrained tags, hub ids, local files")
 def load_open_clip(rest: str, device: torch.device, dtype: torch.dtype, *, spec: str | None = None,
                    vlm_class: type[OpenCLIPVLM] = OpenCLIPVLM) -> OpenCLIPVLM:
@@ -161,15 +182,8 @@ def load_open_clip(rest: str, device: torch.device, dtype: torch.dtype, *, spec:
         meta.update(weights=rest)
         return _finish(model, tokenizer, spec, device, dtype, meta, vlm_class)
 
-    local_dir = rest[len("local-dir:"):] if rest.startswith("local-dir:") else None
-    if local_dir is None and (rest.startswith(("/", "./", "../", "~")) or Path(rest).expanduser().is_dir()):
-        local_dir = rest
-    if local_dir is not None:
-        p = hub.require_path(local_dir, f"open_clip model folder for {spec!r}",
-                             "Expected a folder with open_clip_config.json and open_clip_model.safetensors.")
-        if not (p / "open_clip_config.json").is_file():
-            raise ModelSpecError(f"{str(p)!r} has no open_clip_config.json; for a weights file pass "
-                                 f"'open_clip:<arch>/{p}' (e.g. open_clip:ViT-B-32/{p})")
+    p = local_export_dir(rest, spec)
+    if p is not None:
         model = open_clip.create_model(f"local-dir:{p}", device=device, precision="fp32")
         tokenizer = _tokenizer(f"local-dir:{p}")
         meta.update(weights=str(p))
