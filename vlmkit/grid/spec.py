@@ -33,7 +33,7 @@ import hashlib
 import itertools
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -164,6 +164,16 @@ def _got(v: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def _section(raw: Mapping[str, Any], key: str, kind: type, where: str, message: Callable[[Any], str]) -> Any:
+    """The grid file's ``key`` (an empty ``kind`` when absent), refused with ``message(value)`` when not a ``kind``."""
+    value = raw.get(key)
+    if value is None:
+        return kind()
+    if not isinstance(value, kind):
+        raise _fail(where, message(value))
+    return value
+
+
 def load_grid(path: str | Path) -> GridSpec:
     """Read and validate a grid YAML file, given by path or by the name of a packaged grid (:func:`grid_path`).
 
@@ -199,34 +209,22 @@ def load_grid(path: str | Path) -> GridSpec:
         raise _fail(where, f"'name' must be a string (the grid's output folder); got {_got(name)}")
     if re.search(r"[/\\]", str(name)) or str(name) in (".", ".."):
         raise _fail(where, f"'name' {str(name)!r} must be a plain folder name, without '/'")
-    params = raw.get("parameters")
-    if params is None:
-        params = {}
-    if not isinstance(params, dict):
-        raise _fail(where, f"'parameters' must be a mapping such as {{n_images: 16, seed: 0}}; got {_got(params)}")
-    axes = raw.get("axes")
-    if axes is None:
-        axes = {}
-    if not isinstance(axes, dict):
-        raise _fail(where, f"'axes' must map parameter names to non-empty lists such as {{seed: [0, 1]}}; got {_got(axes)}")
+    params = _section(raw, "parameters", dict, where,
+                      lambda v: f"'parameters' must be a mapping such as {{n_images: 16, seed: 0}}; got {_got(v)}")
+    axes = _section(raw, "axes", dict, where,
+                    lambda v: f"'axes' must map parameter names to non-empty lists such as {{seed: [0, 1]}}; got {_got(v)}")
     for k, v in axes.items():
         if not isinstance(v, list) or not v:
             raise _fail(where, f"'axes' must map parameter names to non-empty lists: axes.{k} should be a list "
                                f"such as [{_got(v)}]; got {_got(v)}")
-    variants = raw.get("variants")
-    if variants is None:
-        variants = []
-    if not isinstance(variants, list):
-        raise _fail(where, f"'variants' must be a list of mappings such as [{{variant: toy, models: [toy:vit]}}]; "
-                           f"got {_got(variants)}")
+    variants = _section(raw, "variants", list, where,
+                        lambda v: f"'variants' must be a list of mappings such as [{{variant: toy, models: [toy:vit]}}]; "
+                                  f"got {_got(v)}")
     for i, v in enumerate(variants):
         if not isinstance(v, dict):
             raise _fail(where, f"'variants' must be a list of mappings: variants[{i}] is {_got(v)}")
-    executor = raw.get("executor")
-    if executor is None:
-        executor = {}
-    if not isinstance(executor, dict):
-        raise _fail(where, f"'executor' must be a mapping such as {{kind: local, workers: 2}}; got {_got(executor)}")
+    executor = _section(raw, "executor", dict, where,
+                        lambda v: f"'executor' must be a mapping such as {{kind: local, workers: 2}}; got {_got(v)}")
     unknown = sorted(map(str, set(executor) - EXECUTOR_KEYS))
     if unknown:
         raise _fail(where, f"'executor' has unknown keys {unknown}; expected some of {sorted(EXECUTOR_KEYS)}")
