@@ -35,6 +35,18 @@ _DTYPES: dict[str, torch.dtype] = {
 }
 
 
+def cache_root() -> "Path":
+    """The content-keyed cache shared by every notebook, grid run and process of a user: ``$VLMKIT_CACHE``
+    or ``~/.cache/vlmkit``. Decoded images (``images/``) and prepared per-model tensors such as text
+    embeddings (``tensors/``) live there under keys made of content hashes and model fingerprints only, so
+    the same captions are encoded once per model whatever notebook, output folder or run asks.
+    """
+    from pathlib import Path
+
+    root = os.environ.get("VLMKIT_CACHE")
+    return Path(root).expanduser() if root else Path.home() / ".cache" / "vlmkit"
+
+
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     """Turn ``"auto"``/``None``/``"cuda"``/``"cpu"``/``"cuda:1"`` into a :class:`torch.device`.
 

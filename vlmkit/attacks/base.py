@@ -148,8 +148,15 @@ class Attack:
         self.objective = objective if objective is not None else self.default_objective()
         if not callable(self.objective):
             raise InputError(f"objective must be callable (model, x_adv, batch) -> (B,), got {type(objective).__name__}")
+        self.cost: dict[str, int] = {"forward": 0, "backward": 0}
 
     # ------------------------------------------------------------------ hooks
+    #: Passes of the model each image of the last :meth:`attack` call went through: ``forward`` counts every
+    #: evaluation of the objective (and one for an objective's ``prepare``), ``backward`` every gradient.
+    #: Every image of a batch goes through each pass once, so these are per image, whatever the batch
+    #: size; the engine stores them with the attack's seconds per image in its rows (attack cost).
+    cost: dict[str, int]
+
     def default_objective(self) -> ObjectiveFn:
         """The objective used when none is given (zero-shot cross-entropy unless overridden)."""
         from vlmkit.attacks.objectives import ZeroShotCE
@@ -188,6 +195,8 @@ class Attack:
                       ) -> tuple[torch.Tensor, torch.Tensor]:
         """Objective per sample ``(B,)`` at ``x_adv`` and its gradient ``(B, 3, H, W)``."""
         x_adv = x_adv.detach().requires_grad_(True)
+        self.cost["forward"] += 1
+        self.cost["backward"] += 1
         with torch.enable_grad(), autocast(x_adv.device, self.amp_dtype):
             loss = self.objective(model, x_adv, batch)
         loss = loss.float()
@@ -199,6 +208,7 @@ class Attack:
 
     def evaluate(self, model: nn.Module, x_adv: torch.Tensor, batch: Mapping[str, Any]) -> torch.Tensor:
         """Objective per sample ``(B,)`` without gradients."""
+        self.cost["forward"] += 1
         with torch.no_grad(), autocast(x_adv.device, self.amp_dtype):
             return self.objective(model, x_adv, batch).float()
 
@@ -239,10 +249,12 @@ class Attack:
         device = next(iter(net.parameters()), torch.empty(0)).device
         x = x.detach().to(device=device, dtype=torch.float32)
         batch = dict(batch or {})
+        self.cost = {"forward": 0, "backward": 0}
         with frozen_eval(net):
             prepare = getattr(self.objective, "prepare", None)
             if prepare is not None:
                 batch = prepare(model, x, batch)
+                self.cost["forward"] += 1  # what an objective prepares (the clean embedding, ...) is one pass
             return self._run(model, x, batch).detach()
 
     def _run(self, model: nn.Module, x: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:

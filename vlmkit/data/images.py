@@ -35,7 +35,7 @@ import torch
 from PIL import Image
 
 from vlmkit.errors import DataError, DataNotFoundError, EmptyDatasetError, InputError, did_you_mean
-from vlmkit.runtime import make_generator, resolve_device
+from vlmkit.runtime import cache_root, make_generator, resolve_device
 
 ResizeMode = Literal["crop", "squash"]
 OnError = Literal["raise", "skip"]
@@ -56,9 +56,7 @@ _digest_lock = threading.Lock()
 
 def default_cache_dir() -> Path:
     """Where decoded images are cached: ``$VLMKIT_CACHE/images`` or ``~/.cache/vlmkit/images``."""
-    root = os.environ.get("VLMKIT_CACHE")
-    base = Path(root).expanduser() if root else Path.home() / ".cache" / "vlmkit"
-    return base / "images"
+    return cache_root() / "images"
 
 
 def check_on_error(on_error: str) -> OnError:

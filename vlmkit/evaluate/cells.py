@@ -147,6 +147,8 @@ class Cell:
         names, anykw = _accepts(fn)
         ctx = {k: v for k, v in (context or {}).items() if anykw or k in names}
         params = {**self.params, **{k: v for k, v in (overrides or {}).items() if anykw or k in names}}
+        if PERTURBATIONS.meta(self.name).get("batched"):  # no randomness: one call is the per-image calls
+            return fn(x, self.severity, **params, **ctx)
         outs = []
         for j, g in enumerate(item_generators(seed, self.key, idx, x.device)):
             item = {k: (v[j:j + 1] if k in ITEM_KEYS else v) for k, v in ctx.items()}

@@ -85,7 +85,9 @@ class DualEncoderTask(Task):
             raise InputError(f"dataset {getattr(dataset, 'name', '')!r} is empty")
         texts = self.texts(dataset)
         key = stable_hash(dataset.content_hash(), size, texts, self.options())
-        tkey = stable_hash("text", self.name, key)  # the engine's cache is scoped to this model's weights
+        # keyed by what the embeddings depend on (the cache is scoped to this model's weights), not by the
+        # images, their size or the output folder: every notebook and run of a grid shares them
+        tkey = stable_hash("text", self.name, texts, self.text_options())
         hit = cache.get(tkey)
         targets = hit["targets"] if hit else self.text_targets(model, dataset).detach()
         if hit is None:
@@ -94,6 +96,10 @@ class DualEncoderTask(Task):
 
     def texts(self, dataset: Any) -> Any:
         raise NotImplementedError
+
+    def text_options(self) -> dict[str, Any]:
+        """Options the text embeddings depend on besides the texts (zero-shot: the templates)."""
+        return {}
 
     def extras(self, dataset: Any) -> dict[str, Any]:
         return {}
@@ -224,6 +230,9 @@ class ZeroShotTask(DualEncoderTask):
 
     def texts(self, dataset: Any) -> list[str]:
         return list(dataset.classnames)
+
+    def text_options(self) -> dict[str, Any]:
+        return {"templates": self.templates}
 
     def text_targets(self, vlm: VLM, dataset: Any) -> torch.Tensor:
         return zero_shot_classifier(vlm, dataset.classnames, self.templates)

@@ -35,7 +35,7 @@ from vlmkit.evaluate.runner import Runner
 from vlmkit.evaluate.store import ResultsStore, check_out_dir
 from vlmkit.evaluate.task import Task, TaskData, model_key
 from vlmkit.registry import TASKS
-from vlmkit.runtime import resolve_device, seed_everything
+from vlmkit.runtime import cache_root, resolve_device, seed_everything
 
 _DUAL_DEFAULTS: dict[str, Any] = {"templates": ("a photo of a {}.",), "token_layers": (), "attack_objective": None}
 
@@ -94,6 +94,13 @@ def grid_context(models: Sequence[Any], dataset: Any, out_dir: str | os.PathLike
     return out, ResultsStore(out), TensorCache(out / "cache" / "tensors", enabled=cache), resolve_device(device), name
 
 
+def shared_cache(enabled: bool = True) -> TensorCache:
+    """The content-keyed tensor cache every grid call shares (``runtime.cache_root() / "tensors"``): what a
+    task prepares once per model and data (text embeddings, class embeddings, targets), keyed by the
+    model's weights fingerprint and the content, never by output folder or notebook."""
+    return TensorCache(cache_root() / "tensors", enabled=enabled)
+
+
 #: Models loaded from a spec, kept for the next call in the same process (a notebook evaluates the same
 #: models on several datasets); at most ``VLMKIT_MODEL_CACHE`` of them (default 3; 0 keeps none).
 _LOADED: OrderedDict[tuple[str, str, str], Any] = OrderedDict()
@@ -132,8 +139,8 @@ def _runners(models: Sequence[str | Any], dataset: Any, t: Task, *, out: Path, s
     for m in models:
         model = loaded_model(t, m, dev) if isinstance(m, str) else m
         mkey = model_key(model)
-        data = t.prepare(model, dataset, image_size=image_size, cache=tcache.scoped(mkey),
-                         cache_dir=out / "cache" / "images", progress=progress)
+        data = t.prepare(model, dataset, image_size=image_size, cache=shared_cache(tcache.enabled).scoped(mkey),
+                         cache_dir=None, progress=progress)
         _place(data, model, resident)
         yield Runner(t, model, data, model_key=mkey, store=store, cache=tcache, dataset_name=name,
                      seed=seed, batch_size=batch_size, progress=progress, **speed)

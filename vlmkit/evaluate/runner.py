@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -45,7 +45,7 @@ from vlmkit.runtime import (
 )
 
 #: Bump when what a cached output or a stored cell means changes.
-ENGINE_VERSION = "4"
+ENGINE_VERSION = "5"
 
 
 def precision_name(precision: str | torch.dtype | None) -> str | None:
@@ -132,7 +132,11 @@ class Runner:
             objective, batch = self.task.attack_inputs(self.model, self.data, cell, index)
             gens = item_generators(self.seed, cell.key, index, self.device)
             attack = ATTACKS.create(cell.name, objective, generator=gens, **dict(cell.params))
-            return attack(self.model, x, batch).detach()
+            t0 = time.perf_counter()
+            x_adv = attack(self.model, x, batch).detach()
+            self.attack_cost = {"forward": attack.cost["forward"], "backward": attack.cost["backward"],
+                                "seconds": (time.perf_counter() - t0) / len(x)}
+            return x_adv
         return cell.apply(x, index, seed=self.seed, context=self.task.context(self.data, index))
 
     # ------------------------------------------------------------------ outputs of a cell
@@ -147,7 +151,10 @@ class Runner:
             index = torch.arange(start, stop)
             x = self.cell_images(cell, index)
             with torch.inference_mode():
-                return self.task.outputs(self.model, self.data, cell, x, index, self.seed)
+                out = self.task.outputs(self.model, self.data, cell, x, index, self.seed)
+            if cell.kind == "attack":  # its cost per image, cached with the outputs
+                out.update({f"attack_{k}": torch.full((len(index),), float(v)) for k, v in self.attack_cost.items()})
+            return out
 
         n = len(self.data)
         kind = cell.name if cell.kind == "attack" else "encode"
@@ -167,11 +174,14 @@ class Runner:
     # ------------------------------------------------------------------ rows
     def rows(self, cell: Cell, metrics: dict[str, float | Items], seconds: float, *, n: int | None = None,
              kind: str | None = None, perturbation: str | None = None, params: Any = None,
-             family: str | None = None, label: str | None = None, key: str | None = None) -> list[dict[str, Any]]:
+             family: str | None = None, label: str | None = None, key: str | None = None,
+             columns: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         """One tidy row per metric; a metric given as :class:`~vlmkit.evaluate.intervals.Items` gets its value
         and interval from its outcomes (``ci_low``, ``ci_high``, ``n_boot``, ``ci_method``) and keeps the
-        per-item outcomes of mean-type metrics (``outcomes``) for paired comparisons."""
-        extra = {"precision": self.precision} if self.precision else {}
+        per-item outcomes of mean-type metrics (``outcomes``) for paired comparisons. ``columns`` are added to
+        every row (an attack cell's cost, :meth:`cost_columns`)."""
+        extra: dict[str, Any] = {"precision": self.precision} if self.precision else {}
+        extra.update(columns or {})
         cell_key = key or cell.key
         out = []
         for k, v in metrics.items():
@@ -194,6 +204,15 @@ class Runner:
                                 **stats, **model_provenance(self.model), **extra))
         return out
 
+    @staticmethod
+    def cost_columns(out: Mapping[str, torch.Tensor]) -> dict[str, float]:
+        """An attack cell's cost per image (``forward_passes``, ``backward_passes``, ``attack_s_per_image``), so
+        attacks and robust models are compared at equal compute; NaN for outputs cached without it."""
+        def mean(k: str) -> float:
+            return float(out[k].float().mean()) if k in out else float("nan")
+        return {"forward_passes": mean("attack_forward"), "backward_passes": mean("attack_backward"),
+                "attack_s_per_image": mean("attack_seconds")}
+
     def run(self, cells: Sequence[Cell]) -> list[str]:
         """Evaluate the clean cell and ``cells``; returns the run's cell keys (family rows included)."""
         self.task.check_cells(cells)
@@ -210,7 +229,8 @@ class Runner:
                     continue
             metrics = self.task.metrics(self.data, cell, out, self.seed)
             self.store.write_cell(self.store_model, self.dataset_name, self.store_key, cell.key,
-                                  self.rows(cell, metrics, time.perf_counter() - t0))
+                                  self.rows(cell, metrics, time.perf_counter() - t0,
+                                            columns=self.cost_columns(out) if cell.kind == "attack" else None))
             self.computed.append(cell.key)
         return [c.key for c in todo] + self.family_flips(cells)
 

@@ -18,6 +18,7 @@ seeded way to apply it.
 
 from __future__ import annotations
 
+import dis
 import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -46,6 +47,15 @@ def check_severity(name: str, severity: int | float, valid: Sequence[int | float
         raise InputError(f"{name}: severity={severity!r} is out of range; expected one of {list(valid)}")
 
 
+def draws_randomness(fn: Callable[..., Any]) -> bool:
+    """Whether ``fn``'s body reads its ``generator`` argument (the contract's only source of randomness).
+
+    A perturbation that never reads it is a deterministic function of its input, so applying it to a
+    batch is the same as applying it image by image; ``Cell.apply`` then makes one batched call.
+    """
+    return any(i.opname.startswith("LOAD") and i.argval == "generator" for i in dis.get_instructions(fn))
+
+
 def register_perturbation(name: str, family: str, severities: Sequence[int | float] | None = (1, 2, 3, 4, 5),
                           **meta: Any) -> Callable[[PerturbFn], PerturbFn]:
     """Register a perturbation in :data:`vlmkit.registry.PERTURBATIONS`, with input/severity checks.
@@ -60,7 +70,11 @@ def register_perturbation(name: str, family: str, severities: Sequence[int | flo
         family: Group used in reports and flip rates ("noise", "blur", "weather", "digital", "frequency",
             "geometric", "typographic", ...).
         severities: Valid discrete severities (None: continuous/free parameters).
-        **meta: Extra metadata (e.g. ``reference="imagecorruptions"``).
+        **meta: Extra metadata (e.g. ``reference="imagecorruptions"``). ``batched`` (default: the
+            function does not read ``generator``, see :func:`draws_randomness`) says that a batch gives,
+            bit for bit, the images of one call per image; ``Cell.apply`` then calls it once per batch
+            (``tests/test_engine_speed.py`` checks the claim for every registered perturbation). Pass
+            ``batched=False`` for a deterministic kernel whose numbers depend on the batch.
     """
 
     def deco(fn: PerturbFn) -> PerturbFn:
@@ -74,8 +88,9 @@ def register_perturbation(name: str, family: str, severities: Sequence[int | flo
             return out
 
         wrapped.raw = fn  # type: ignore[attr-defined]
+        batched = meta.pop("batched", not draws_randomness(fn))
         return PERTURBATIONS.register(name, family=family, severities=tuple(severities) if severities else None,
-                                      **meta)(wrapped)
+                                      batched=bool(batched), **meta)(wrapped)
 
     return deco
 

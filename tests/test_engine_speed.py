@@ -1,0 +1,98 @@
+"""What the engine's speed rests on, checked as correctness (no timings here; see benchmarks/).
+
+* A perturbation registered ``batched`` (it never reads its generator) is applied by ``Cell.apply`` in one
+  call per batch; that is only allowed when the batch gives, bit for bit, the images of one call per
+  image — checked for every registered perturbation, severity and two sizes.
+* Text embeddings are cached by content (model weights × texts × templates), not by notebook, dataset
+  images or output folder: a second grid call elsewhere encodes no text.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import vlmkit.perturb  # noqa: F401  (registers every perturbation)
+from vlmkit.evaluate import Cell
+from vlmkit.perturb.base import draws_randomness
+from vlmkit.registry import PERTURBATIONS
+
+
+def _batched() -> list[str]:
+    return [n for n in PERTURBATIONS.list() if PERTURBATIONS.meta(n).get("batched")]
+
+
+def test_batched_flag_follows_the_generator() -> None:
+    for n in PERTURBATIONS.list():
+        if PERTURBATIONS.meta(n).get("batched"):
+            assert not draws_randomness(PERTURBATIONS.get(n).raw), n
+    # the random ones are never batched, whatever else they are
+    for n in ("gaussian_noise", "impulse_noise", "glass_blur", "band_noise", "typographic"):
+        assert not PERTURBATIONS.meta(n)["batched"], n
+    assert {"contrast", "jpeg_compression", "low_pass", "translate"} <= set(_batched())
+
+
+@pytest.mark.parametrize("size", [64, 224])
+def test_batched_perturbations_are_batch_invariant(size: int) -> None:
+    g = torch.Generator().manual_seed(size)
+    x = torch.rand(5, 3, size, size, generator=g)  # (B, 3, H, W)
+    for n in _batched():
+        fn = PERTURBATIONS.get(n)
+        for s in PERTURBATIONS.meta(n).get("severities") or (1,):
+            whole = fn(x, s)
+            single = torch.cat([fn(x[i:i + 1], s) for i in range(len(x))])
+            assert torch.equal(whole, single), f"{n}@{s} at {size} px differs by {(whole - single).abs().max():.3g}"
+
+
+def test_cell_apply_batched_equals_per_image_and_any_split() -> None:
+    x = torch.rand(7, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    for name in ("contrast", "gaussian_noise"):
+        cell = Cell("perturbation", name, 3)
+        whole = cell.apply(x, list(range(7)), seed=5)
+        parts = torch.cat([cell.apply(x[:3], [0, 1, 2], seed=5), cell.apply(x[3:], [3, 4, 5, 6], seed=5)])
+        assert torch.equal(whole, parts), name
+
+
+def test_text_embeddings_are_shared_across_output_folders_and_image_subsets(tmp_path) -> None:
+    from _tiny import synthetic_captions, tiny_vit_model
+
+    from vlmkit.evaluate import evaluate_grid
+
+    vlm = tiny_vit_model(tmp_path / "cfg")
+    ds = synthetic_captions(tmp_path / "caps", 6)
+    calls: list[int] = []
+    encode = vlm.encode_text
+
+    def counting(texts, *a, **k):  # noqa: ANN001, ANN002, ANN003
+        calls.append(len(texts))
+        return encode(texts, *a, **k)
+
+    vlm.encode_text = counting  # type: ignore[method-assign]
+    a = evaluate_grid(vlm, ds, [], out_dir=tmp_path / "nb03", progress=False, image_size=32)
+    assert calls, "the first call must encode the captions"
+    n = len(calls)
+    b = evaluate_grid(vlm, ds, [], out_dir=tmp_path / "nb04", progress=False, image_size=48)
+    assert len(calls) == n, "another notebook's folder and image size must reuse the text embeddings"
+    assert set(a["value"].round(6)) and set(b["value"].round(6))
+    evaluate_grid(vlm, ds, [], out_dir=tmp_path / "nb05", progress=False, image_size=32, cache=False)
+    assert len(calls) > n, "cache=False reads nothing"
+
+
+def test_attack_rows_record_their_cost(tmp_path) -> None:
+    """An attack row says how many passes each image cost: PGD with ``steps`` steps is ``steps`` forward and
+    backward passes (+1 forward for an objective that prepares a clean target), whatever the batch size."""
+    from _tiny import synthetic_captions, tiny_vit_model
+
+    from vlmkit.evaluate import evaluate_grid
+
+    vlm = tiny_vit_model(tmp_path / "cfg")
+    ds = synthetic_captions(tmp_path / "caps", 6)
+    cells = [Cell("attack", "pgd", params={"eps": 2 / 255, "steps": 3})]
+    tables = [evaluate_grid(vlm, ds, cells, out_dir=tmp_path / f"o{bs}", progress=False, image_size=32, batch_size=bs)
+              for bs in (2, 6)]
+    for df in tables:
+        atk = df[df["kind"] == "attack"]
+        assert len(atk) and atk["backward_passes"].eq(3).all()
+        assert atk["forward_passes"].isin([3, 4]).all() and (atk["attack_s_per_image"] > 0).all()
+        assert df[df["kind"] == "perturbation"].empty and df[df["kind"] == "clean"]["forward_passes"].isna().all()
+    assert tables[0]["forward_passes"].dropna().iloc[0] == tables[1]["forward_passes"].dropna().iloc[0]
