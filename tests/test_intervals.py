@@ -118,3 +118,19 @@ def test_report_comparisons_pair_models_once_per_cell_and_correct_across_the_gri
     from statsmodels.stats.multitest import multipletests
 
     assert comp["p_adjusted"].to_numpy() == pytest.approx(multipletests(comp["p_value"], method="holm")[1])
+
+
+def test_cluster_ratio_resamples_numerators_and_denominators_by_unit() -> None:
+    """CHAIR-i style: hallucinated / mentioned, several captions per image, images resampled."""
+    from vlmkit.evaluate.intervals import Items, interval
+
+    # every image has hallucinated/mentioned = 1/4 in total (split unevenly over its two captions):
+    # any resample of images gives exactly 0.25, so the interval collapses on it
+    v = np.array([[1, 1], [0, 3], [2, 5], [0, 3], [1, 4], [0, 0]], dtype=float)
+    groups = np.array([0, 0, 1, 1, 2, 2])
+    value, lo, hi, how = interval(Items(v, statistic="ratio", groups=groups), n_boot=200, seed=0)
+    assert how == "cluster-percentile" and value == pytest.approx(0.25) and lo == pytest.approx(0.25) == hi
+    # images that differ: the interval is wide and holds the pooled ratio 5/16
+    v2 = np.array([[3, 4], [1, 4], [0, 4], [1, 4]], dtype=float)
+    value, lo, hi, _ = interval(Items(v2, statistic="ratio", groups=[0, 0, 1, 1]), n_boot=400, seed=0)
+    assert value == pytest.approx(5 / 16) and lo < value < hi and lo == pytest.approx(1 / 8) and hi == pytest.approx(1 / 2)

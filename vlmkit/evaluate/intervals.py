@@ -135,10 +135,20 @@ def interval(items: Items, *, n_boot: int = 1000, ci: float = 0.95, method: str 
     if items.groups is not None:  # cluster bootstrap: units resampled with all their items
         units = int(items.groups.max()) + 1
         counts = resample_counts(resample_indices(units, n_boot, seed), units)  # (n_boot, U)
-        sums = np.bincount(items.groups, weights=v, minlength=units)  # (U,)
-        sizes = np.bincount(items.groups, minlength=units).astype(np.float64)  # (U,)
-        boot = (counts @ sums) / np.clip(counts @ sizes, 1e-12, None)  # (n_boot,)
-        lo, hi = percentile_interval(float(v.mean()), boot, ci=ci, method="percentile")
+        if items.statistic == "ratio":  # Σ numerators / Σ denominators of the resampled units' items
+            sums = np.bincount(items.groups, weights=v[:, 0], minlength=units)  # (U,)
+            sizes = np.bincount(items.groups, weights=v[:, 1], minlength=units)  # (U,)
+        elif items.statistic == "mean":
+            sums = np.bincount(items.groups, weights=v, minlength=units)  # (U,)
+            sizes = np.bincount(items.groups, minlength=units).astype(np.float64)  # (U,)
+        else:
+            raise InputError(f"Items.groups works with the mean and ratio statistics, not {items.statistic!r}")
+        with np.errstate(invalid="ignore", divide="ignore"):
+            boot = (counts @ sums) / (counts @ sizes)  # (n_boot,)
+        boot = boot[np.isfinite(boot)]
+        if len(boot) == 0:
+            return value, float("nan"), float("nan"), "none"
+        lo, hi = percentile_interval(value, boot, ci=ci, method="percentile")
         return value, float(lo), float(hi), "cluster-percentile"
     if items.binary and items.statistic == "mean":
         w = wilson_ci(int(round(v.sum())), n, ci=ci)
