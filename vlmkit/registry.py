@@ -180,8 +180,12 @@ ATTACKS: Registry[Callable[..., Any]] = Registry("attack", modules=(
 METRICS: Registry[Callable[..., Any]] = Registry("metric", modules=(
     "vlmkit.metrics.calibration", "vlmkit.metrics.dirichlet", "vlmkit.metrics.drift", "vlmkit.metrics.flips",
     "vlmkit.metrics.retrieval", "vlmkit.metrics.zeroshot", "vlmkit.metrics.answers", "vlmkit.metrics.segmentation",
-    "vlmkit.metrics.language", "vlmkit.interpret.monosemanticity",
+    "vlmkit.metrics.language", "vlmkit.metrics.captions", "vlmkit.metrics.factors", "vlmkit.interpret.monosemanticity",
 ))
+#: Text perturbations: seeded pure functions on strings (captions, prompts, class names).
+TEXT_PERTURBATIONS: Registry[Callable[..., Any]] = Registry("text perturbation", modules=("vlmkit.perturb.text",))
+#: Mask corruptions: degradations of a perception module's label maps (B, H, W), and their renderers.
+MASK_CORRUPTIONS: Registry[Callable[..., Any]] = Registry("mask corruption", modules=("vlmkit.perturb.masks",))
 #: Tasks: dual-encoder retrieval/zero-shot grids, segmentation, answer scoring, language search.
 TASKS: Registry[Callable[..., Any]] = Registry("task", modules=(
     "vlmkit.evaluate.dual", "vlmkit.tasks.segmentation", "vlmkit.tasks.answer_scoring", "vlmkit.search.genetic",
@@ -253,5 +257,5 @@ def create_metric(name: str, *args: Any, **kwargs: Any) -> Any:
     return METRICS.create(name, *args, **kwargs)
 
 
-__all__ = ["ATTACKS", "METRICS", "MODELS", "PERTURBATIONS", "PERTURBATION_GROUPS", "Registry", "TASKS", "create_attack", "create_metric",
+__all__ = ["ATTACKS", "MASK_CORRUPTIONS", "METRICS", "TEXT_PERTURBATIONS", "MODELS", "PERTURBATIONS", "PERTURBATION_GROUPS", "Registry", "TASKS", "create_attack", "create_metric",
            "create_perturbation", "list_attacks", "list_metrics", "list_perturbations", "resolve_perturbations"]
