@@ -27,6 +27,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from vlmkit.attacks.objectives import Objective
 from vlmkit.errors import InputError
 from vlmkit.models.base import torch_module
 from vlmkit.perturb.base import check_images
@@ -254,7 +255,8 @@ class Attack:
             prepare = getattr(self.objective, "prepare", None)
             if prepare is not None:
                 batch = prepare(model, x, batch)
-                self.cost["forward"] += 1  # what an objective prepares (the clean embedding, ...) is one pass
+                if getattr(type(self.objective), "prepare", None) is not Objective.prepare:
+                    self.cost["forward"] += 1  # what an objective prepares (the clean embedding, ...) is one pass
             return self._run(model, x, batch).detach()
 
     def _run(self, model: nn.Module, x: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:

@@ -201,4 +201,43 @@ class EmbeddingDrift(Objective):
         return f"EmbeddingDrift(distance={self.distance!r}, targeted={self.targeted})"
 
 
-__all__ = ["EmbeddingDrift", "Objective", "RetrievalCE", "ZeroShotCE", "ZeroShotClassifier"]
+class Ensemble(nn.Module):
+    """Several models attacked together (a transfer attack's ensemble source): holds them, so the attack
+    template puts every member in eval mode with frozen weights; :class:`EnsembleObjective` calls them."""
+
+    def __init__(self, models: list[nn.Module]) -> None:
+        super().__init__()
+        if not models:
+            raise InputError("Ensemble needs at least one model")
+        self.members = nn.ModuleList(models)
+
+
+class EnsembleObjective(Objective):
+    """The mean of the members' objectives, each on its own model and batch (Liu et al. 2017, "Delving into
+    Transferable Adversarial Examples and Black-box Attacks": an ensemble of white-box sources crafts
+    examples that transfer better than any single source's).
+
+    Args:
+        parts: ``(model, objective, batch)`` per member; the ``model`` and ``batch`` an attack passes are
+            ignored (use an :class:`Ensemble` of the same models as the attacked module).
+    """
+
+    def __init__(self, parts: list[tuple[Any, Any, dict[str, Any]]]) -> None:
+        if not parts or any(obj is None or not callable(obj) for _, obj, _ in parts):
+            raise InputError("EnsembleObjective needs (model, objective, batch) members with callable objectives")
+        self.parts = [(m, o, dict(b)) for m, o, b in parts]
+        self.targeted = any(getattr(o, "targeted", False) for _, o, _ in parts)
+
+    def prepare(self, model: Any, x: torch.Tensor, batch: dict[str, Any]) -> dict[str, Any]:
+        self.parts = [(m, o, o.prepare(m, x, b) if hasattr(o, "prepare") else b) for m, o, b in self.parts]
+        return batch
+
+    def __call__(self, model: Any, x_adv: torch.Tensor, batch: Mapping[str, Any]) -> torch.Tensor:
+        return torch.stack([o(m, x_adv, b) for m, o, b in self.parts]).mean(0)  # (B,)
+
+    def __repr__(self) -> str:
+        return f"EnsembleObjective({[o for _, o, _ in self.parts]})"
+
+
+__all__ = ["EmbeddingDrift", "Ensemble", "EnsembleObjective", "Objective", "RetrievalCE", "ZeroShotCE",
+           "ZeroShotClassifier"]

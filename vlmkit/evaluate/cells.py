@@ -26,10 +26,12 @@ from typing import Any
 import torch
 
 from vlmkit.errors import InputError, RegistryError, did_you_mean
-from vlmkit.registry import ATTACKS, PERTURBATIONS, resolve_perturbations
+from vlmkit.registry import ATTACKS, PERTURBATIONS, TEXT_PERTURBATIONS, resolve_perturbations
 from vlmkit.runtime import item_generators
 
-KINDS = ("clean", "perturbation", "attack")
+KINDS = ("clean", "perturbation", "attack", "text")
+#: What a text cell perturbs: retrieval captions, or zero-shot class names or prompt templates.
+TEXT_TARGETS = ("captions", "classnames", "templates")
 #: Context keywords that hold one value per image (sliced with the batch); the others are shared.
 ITEM_KEYS = ("labels",)
 
@@ -54,10 +56,14 @@ class Cell:
     """One grid cell.
 
     Attributes:
-        kind: "clean", "perturbation" or "attack".
+        kind: "clean", "perturbation", "attack" or "text" (a registered text perturbation of the captions,
+            class names or templates: ``params["target"]``, default the task's own texts; the images stay
+            clean, only the texts are re-encoded).
         name: Registry name ("none" for clean).
         severity: Perturbation severity (0 for clean and attacks unless given).
-        params: Extra keyword arguments (attack eps/steps, perturbation band, ...).
+        params: Extra keyword arguments (attack eps/steps, perturbation band, ...). An attack's ``source``
+            (a model spec, or several joined by ``+`` / given as a list: an ensemble) makes it a transfer
+            cell: the images are crafted on the source model(s) and measured on the grid's model.
     """
 
     kind: str = "clean"
@@ -82,10 +88,24 @@ class Cell:
             if "generator" in self.params or "seed" in self.params:
                 raise InputError(f"attack cell {self.name!r}: 'seed'/'generator' are set by the engine "
                                  "(evaluate_grid(seed=...)), not by cell params")
+            if "source" in self.params:
+                object.__setattr__(self, "params", {**self.params, "source": _source_text(self.params["source"])})
             try:  # the attack's own checks (eps range, norm, steps) before any work starts
-                ATTACKS.create(self.name, None, **dict(self.params))
+                ATTACKS.create(self.name, None, **dict(self.white_box.params))
             except TypeError as e:
                 raise InputError(f"attack cell {self.name!r}: {e}") from None
+        elif self.kind == "text":
+            fn = TEXT_PERTURBATIONS.get(self.name)
+            target = self.params.get("target", "captions")
+            if target not in TEXT_TARGETS:
+                raise InputError(f"text cell {self.name!r}: target={target!r}; expected one of {TEXT_TARGETS}")
+            names, anykw = _accepts(fn)
+            bad = sorted(k for k in self.params if k != "target" and ((k not in names and not anykw)
+                                                                    or k in ("rng", "severity", "text")))
+            if bad:
+                raise InputError(f"text perturbation {self.name!r} has no parameter(s) {bad}; it takes "
+                                 f"{sorted(names - {'text', 'severity', 'rng'})} and 'target'")
+            fn("probe", self.severity)  # its own severity check, before any work
 
     @property
     def key(self) -> str:
@@ -95,7 +115,22 @@ class Cell:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     @property
+    def sources(self) -> list[str]:
+        """The model specs an attack cell's images are crafted on (empty: the measured model, white-box)."""
+        src = self.params.get("source") if self.kind == "attack" else None
+        return str(src).split("+") if src else []
+
+    @property
+    def white_box(self) -> Cell:
+        """This cell without its ``source``: the white-box attack the source model(s) run."""
+        if not self.sources:
+            return self
+        return Cell(self.kind, self.name, self.severity, {k: v for k, v in self.params.items() if k != "source"})
+
+    @property
     def family(self) -> str:
+        if self.kind == "text":
+            return "text:" + str(TEXT_PERTURBATIONS.meta(self.name).get("family", self.name))
         if self.kind == "perturbation":
             return str(PERTURBATIONS.meta(self.name).get("family", self.name))
         return self.kind if self.kind == "clean" else str(ATTACKS.meta(self.name).get("family", "attack"))
@@ -116,8 +151,8 @@ class Cell:
                 parts.append(f"{k}={v:g}")
             else:
                 parts.append(f"{k}={v}")
-        sev = f"@{self.severity}" if self.kind == "perturbation" and "eps" not in self.params else ""
-        return " ".join([f"{self.name}{sev}", *parts])
+        sev = f"@{self.severity}" if self.kind in ("perturbation", "text") and "eps" not in self.params else ""
+        return " ".join([f"{'text:' if self.kind == 'text' else ''}{self.name}{sev}", *parts])
 
     def apply(self, x: torch.Tensor, index: Sequence[int] | torch.Tensor, *, seed: int,
               context: Mapping[str, Any] | None = None, overrides: Mapping[str, Any] | None = None) -> torch.Tensor:
@@ -140,6 +175,8 @@ class Cell:
         if self.kind == "attack":
             raise InputError(f"attack cell {self.label()!r} needs a model and an objective: "
                              "use vlmkit.evaluate.cell_images(model, dataset, cell, indices)")
+        if self.kind == "text":
+            return x  # a text cell measures clean images against perturbed texts
         idx = index.tolist() if isinstance(index, torch.Tensor) else list(index)
         if len(idx) != len(x):
             raise InputError(f"index has {len(idx)} entries for {len(x)} images")
@@ -157,6 +194,35 @@ class Cell:
 
 
 CLEAN = Cell()
+
+
+def _source_text(source: Any) -> str:
+    """An attack's ``source`` as one string: a spec, or an ensemble's specs joined by ``+``."""
+    items = [source] if isinstance(source, str) else list(source) if isinstance(source, (list, tuple)) else []
+    parts = [p.strip() for s in items if isinstance(s, str) for p in s.split("+")]
+    if (not items or not all(isinstance(s, str) for s in items) or not all(parts)
+            or len(set(parts)) != len(parts)):
+        raise InputError(f"attack source={source!r}; expected a model spec ('toy:rn'), or an ensemble of distinct "
+                         "specs as a list or joined by '+' ('toy:rn+toy:vit')")
+    return "+".join(parts)
+
+
+def text_cells(names: Sequence[str] | str, severities: Sequence[int] = (1, 3, 5), **params: Sequence[Any] | Any
+               ) -> list[Cell]:
+    """Text cells for every registered text perturbation name (or glob) × severity × combination of
+    list-valued ``params`` (``target=["classnames", "templates"]``).
+
+    Raises:
+        RegistryError: A name matches no registered text perturbation.
+    """
+    out = []
+    for n in [names] if isinstance(names, str) else list(names):
+        hits = TEXT_PERTURBATIONS.list(n) if any(ch in str(n) for ch in "*?[") else [n] if n in TEXT_PERTURBATIONS else []
+        if not hits:
+            raise RegistryError(f"text_perturbations: unknown text perturbation {n!r}; expected one of "
+                                f"{TEXT_PERTURBATIONS.list()}." + did_you_mean(str(n), TEXT_PERTURBATIONS.list()))
+        out += [Cell("text", h, int(s), p) for h in hits for p in _combos(params) for s in severities]
+    return out
 
 
 def _combos(params: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -199,7 +265,9 @@ def attack_cells(name: str, **params: Sequence[Any] | Any) -> list[Cell]:
 def grid_cells(perturbations: Sequence[str] = (), severities: Sequence[int | float] = (1, 2, 3, 4, 5), *,
                perturbation_params: Mapping[str, Mapping[str, Any]] | None = None, attacks: Sequence[str] = (),
                epsilons: Sequence[float] = (), attack_steps: int | None = None,
-               attack_params: Mapping[str, Mapping[str, Any]] | None = None) -> list[Cell]:
+               attack_params: Mapping[str, Mapping[str, Any]] | None = None,
+               text_perturbations: Sequence[str] = (), text_severities: Sequence[int] = (1, 3, 5),
+               text_params: Mapping[str, Mapping[str, Any]] | None = None) -> list[Cell]:
     """The cells of a notebook's grid parameters, in one vocabulary.
 
     Args:
@@ -210,7 +278,11 @@ def grid_cells(perturbations: Sequence[str] = (), severities: Sequence[int | flo
         attacks: Registered attack names.
         epsilons: L∞ budgets of every attack (unless its ``attack_params`` give ``eps``).
         attack_steps: Iterations of every attack (unless its ``attack_params`` give ``steps``).
-        attack_params: Per attack name, parameters to sweep or fix (``{"freq_pgd": {"band": ["low", "high"]}}``).
+        attack_params: Per attack name, parameters to sweep or fix (``{"freq_pgd": {"band": ["low", "high"]}}``;
+            ``{"pgd": {"source": ["toy:rn", "toy:rn+toy:vit"]}}``: transfer cells crafted on those models).
+        text_perturbations: Registered text perturbations (names or globs) of the captions / prompts.
+        text_severities: Their severities (0–5).
+        text_params: Per text perturbation, parameters to sweep or fix (``{"synonym": {"target": ["classnames"]}}``).
 
     Entries of ``*_params`` for perturbations or attacks the grid does not run are ignored (so one
     notebook default serves several grids), but their keys must be registered names.
@@ -237,6 +309,13 @@ def grid_cells(perturbations: Sequence[str] = (), severities: Sequence[int | flo
         if "steps" not in params and attack_steps is not None:
             params["steps"] = int(attack_steps)
         cells += attack_cells(a, **params)
+    tp = dict(text_params or {})
+    unknown = [k for k in tp if k not in TEXT_PERTURBATIONS]
+    if unknown:
+        raise InputError(f"text_params names {unknown}, which are not registered text perturbations; expected keys "
+                         f"among {TEXT_PERTURBATIONS.list()}." + did_you_mean(str(unknown[0]), TEXT_PERTURBATIONS.list()))
+    for n in text_perturbations:
+        cells += text_cells(n, text_severities, **tp.get(n, {}))
     return cells
 
 

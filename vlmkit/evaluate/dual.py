@@ -41,6 +41,7 @@ from vlmkit.metrics import (
 )
 from vlmkit.models import VLM, load_model
 from vlmkit.models.zeroshot import zero_shot_classifier
+from vlmkit.perturb.text import perturb_templates, perturb_texts
 from vlmkit.registry import TASKS
 from vlmkit.runtime import stable_hash
 
@@ -92,7 +93,8 @@ class DualEncoderTask(Task):
         targets = hit["targets"] if hit else self.text_targets(model, dataset).detach()
         if hit is None:
             cache.put(tkey, {"targets": targets})
-        return TaskData(images, {"targets": targets.to(model.device), **self.extras(dataset)}, key=key)
+        return TaskData(images, {"targets": targets.to(model.device), "texts": list(texts), **self.extras(dataset)},
+                        key=key)
 
     def texts(self, dataset: Any) -> Any:
         raise NotImplementedError
@@ -100,6 +102,52 @@ class DualEncoderTask(Task):
     def text_options(self) -> dict[str, Any]:
         """Options the text embeddings depend on besides the texts (zero-shot: the templates)."""
         return {}
+
+    #: What a text cell may perturb for this task (its ``target`` parameter; the first is the default).
+    text_targets_allowed: tuple[str, ...] = ()
+
+    def encode_texts(self, model: VLM, texts: list[str], templates: list[str] | None) -> torch.Tensor:
+        """Targets ``(T, D)`` of (perturbed) texts: caption embeddings, or class embeddings."""
+        raise NotImplementedError
+
+    def text_view(self, model: VLM, data: TaskData, cell: Cell, seed: int, cache: Any) -> TaskData:
+        """``data`` as a text cell sees it: its texts perturbed — text ``i`` from
+        ``derive_seed(seed, cell.key, i)`` (:func:`vlmkit.perturb.text.perturb_texts`) — and re-encoded; the
+        images and their clean outputs are shared. The new targets are cached by content (``cache`` is the
+        shared cache scoped to the model), so a text cell costs one text encoding per model."""
+        target = cell.params.get("target", self.text_targets_allowed[0] if self.text_targets_allowed else None)
+        if target not in self.text_targets_allowed:
+            raise InputError(f"text cell {cell.label()!r}: task {self.name!r} perturbs "
+                             f"{list(self.text_targets_allowed)}, not {target!r}")
+        params = {k: v for k, v in cell.params.items() if k != "target"}
+        texts, templates = list(data.extras["texts"]), data.extras.get("templates")
+        if target == "templates":
+            templates = perturb_templates(cell.name, list(templates), int(cell.severity), seed, **params)
+        else:
+            texts = perturb_texts(cell.name, texts, int(cell.severity), seed, **params)
+        key = stable_hash("text", self.name, texts, templates)
+        hit = cache.get(key)
+        targets = hit["targets"] if hit else self.encode_texts(model, texts, templates).detach()
+        if hit is None:
+            cache.put(key, {"targets": targets})
+        extras = {**data.extras, "targets": targets.to(data.extras["targets"].device), "texts": texts,
+                  "templates": templates}
+        return TaskData(data.images, extras, key=data.key, clean=data.clean)
+
+    def text_metrics(self, data: TaskData, view: TaskData, cell: Cell) -> dict[str, Items]:
+        """Metrics of a text cell: the task's metrics of the clean images against the perturbed texts, the
+        answers that changed (``IFR``: image i's top caption / class differs from the one under clean texts)
+        and the text drift (cosine distance of each text's embedding to its clean one, ``text_drift_mean``)."""
+        emb0 = data.clean["emb"]
+        scores = self.scores(view, emb0)
+        m = self.task_metrics(view, emb0, scores)
+        mg = margin(scores)  # (N,)
+        m["margin_mean"] = Items(mg, value=float(mg.mean()))
+        pred0, pred = self.scores(data, emb0).argmax(1), scores.argmax(1)
+        m["IFR"] = Items(pred0 != pred, binary=True, value=flip_rates(pred0, pred[None])["IFR"])
+        d = cosine_drift(data.extras["targets"].float(), view.extras["targets"].float())  # (T,)
+        m["text_drift_mean"] = Items(d, value=float(d.mean()))
+        return m
 
     def extras(self, dataset: Any) -> dict[str, Any]:
         return {}
@@ -181,6 +229,11 @@ class RetrievalTask(DualEncoderTask):
     def text_targets(self, vlm: VLM, dataset: CaptionedImages) -> torch.Tensor:
         return vlm.encode_text(dataset.captions)
 
+    text_targets_allowed = ("captions",)
+
+    def encode_texts(self, model: VLM, texts: list[str], templates: list[str] | None) -> torch.Tensor:
+        return model.encode_text(texts)
+
     def extras(self, dataset: CaptionedImages) -> dict[str, Any]:
         return {"text_to_image": dataset.text_to_image}
 
@@ -237,9 +290,14 @@ class ZeroShotTask(DualEncoderTask):
     def text_targets(self, vlm: VLM, dataset: Any) -> torch.Tensor:
         return zero_shot_classifier(vlm, dataset.classnames, self.templates)
 
+    text_targets_allowed = ("classnames", "templates")
+
+    def encode_texts(self, model: VLM, texts: list[str], templates: list[str] | None) -> torch.Tensor:
+        return zero_shot_classifier(model, texts, templates or self.templates)
+
     def extras(self, dataset: Any) -> dict[str, Any]:
         return {"labels": dataset.labels, "attack_labels": getattr(dataset, "attack_labels", None),
-                "classnames": list(dataset.classnames)}
+                "classnames": list(dataset.classnames), "templates": list(self.templates)}
 
     def prepare(self, model: VLM, dataset: Any, **kwargs: Any) -> TaskData:
         data = super().prepare(model, dataset, **kwargs)

@@ -135,15 +135,29 @@ def loaded_model(t: Task, spec: str, device: torch.device) -> Any:
 def _runners(models: Sequence[str | Any], dataset: Any, t: Task, *, out: Path, store: ResultsStore,
              tcache: TensorCache, dev: torch.device, name: str, seed: int, batch_size: int | str,
              image_size: int | None, progress: bool, resident: bool | None, speed: dict[str, Any]):
-    """Yield one prepared :class:`Runner` per model (loaded one at a time)."""
-    for m in models:
+    """Yield one prepared :class:`Runner` per model (loaded one at a time).
+
+    Each runner can ask for a source model's runner on the same dataset (transfer cells); sources are
+    loaded by spec through the same model cache and prepared at the asking runner's image size.
+    """
+    sources: dict[tuple[str, int], Runner] = {}
+
+    def runner(m: str | Any, size: int | None, quiet: bool = False) -> Runner:
         model = loaded_model(t, m, dev) if isinstance(m, str) else m
         mkey = model_key(model)
-        data = t.prepare(model, dataset, image_size=image_size, cache=shared_cache(tcache.enabled).scoped(mkey),
-                         cache_dir=None, progress=progress)
+        scoped = shared_cache(tcache.enabled).scoped(mkey)
+        data = t.prepare(model, dataset, image_size=size, cache=scoped, cache_dir=None, progress=progress and not quiet)
         _place(data, model, resident)
-        yield Runner(t, model, data, model_key=mkey, store=store, cache=tcache, dataset_name=name,
-                     seed=seed, batch_size=batch_size, progress=progress, **speed)
+        return Runner(t, model, data, model_key=mkey, store=store, cache=tcache, dataset_name=name, seed=seed,
+                      batch_size=batch_size, progress=progress, shared=scoped, sources=source, **speed)
+
+    def source(spec: str, size: int) -> Runner:
+        if (spec, size) not in sources:
+            sources[(spec, size)] = runner(spec, size, quiet=True)
+        return sources[(spec, size)]
+
+    for m in models:
+        yield runner(m, image_size)
 
 
 def _place(data: TaskData, model: Any, resident: bool | None) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -80,13 +80,16 @@ class Runner:
         progress: Progress bars.
         precision, channels_last, compile: Speed options of a VLM (``VLM.fast``); float32 by default.
         image_size: Decode size (recorded in ``config``).
+        shared: The shared content-keyed cache scoped to this model (text cells' embeddings, transfer images).
+        sources: ``(spec, image_size) -> Runner`` of a source model on the same dataset (transfer cells).
     """
 
     def __init__(self, task: Task, model: Any, data: TaskData, *, model_key: str, store: ResultsStore,
                  cache: TensorCache, dataset_name: str, seed: int, batch_size: int | str, progress: bool,
                  precision: str | torch.dtype | None = None, channels_last: bool = False,
                  compile: bool | str = False, n_boot: int = 1000, ci: float = 0.95,
-                 ci_method: str = "percentile") -> None:
+                 ci_method: str = "percentile", shared: TensorCache | None = None,
+                 sources: Callable[[str, int], Runner] | None = None) -> None:
         if not (batch_size == "auto" or (isinstance(batch_size, int) and not isinstance(batch_size, bool)
                                          and batch_size > 0)):
             raise InputError(f"batch_size={batch_size!r}; expected a positive int or 'auto'")
@@ -110,6 +113,9 @@ class Runner:
         self.intervals = {"n_boot": int(n_boot), "ci": float(ci), "ci_method": ci_method}
         # rows depend on the interval options too; the cached outputs (run_key) do not
         self.store_key = stable_hash(self.run_key, self.intervals)
+        self.shared, self.sources = shared, sources
+        self._transfer: dict[str, dict[str, torch.Tensor]] = {}
+        self.attack_cost: dict[str, float] = {}
         self._batch_sizes: dict[str, int] = {}  # per cell kind (and attack): the size that fits, once known
         self.computed: list[str] = []  # cell keys computed (not read from the store) in this run
 
@@ -127,6 +133,8 @@ class Runner:
     def cell_images(self, cell: Cell, index: torch.Tensor) -> torch.Tensor:
         """The images the engine measures for ``cell`` at dataset items ``index`` ``(b,)`` → ``(b, 3, S, S)``."""
         imgs = self.data.images
+        if cell.sources:
+            return self.transfer_images(cell, index)
         x = imgs[index.to(imgs.device)].to(self.device, non_blocking=True).float().div_(255)  # (b, 3, S, S)
         if cell.kind == "attack":
             objective, batch = self.task.attack_inputs(self.model, self.data, cell, index)
@@ -139,9 +147,71 @@ class Runner:
             return x_adv
         return cell.apply(x, index, seed=self.seed, context=self.task.context(self.data, index))
 
+    def transfer_images(self, cell: Cell, index: torch.Tensor) -> torch.Tensor:
+        """A transfer cell's images: the white-box attack of its source model(s) on this runner's decoded
+        images (same size, same per-image generators), crafted once per source for the whole dataset and
+        kept in the shared cache, so every target model of a grid measures the same adversarial images.
+
+        A single source is its own runner's white-box cell (so with ``source`` = this model the images are
+        exactly the white-box cell's); an ensemble maximises the mean of its members' objectives
+        (:class:`~vlmkit.attacks.objectives.EnsembleObjective`). Forward/backward passes are counted per
+        member. Memory: the cell's adversarial images ``(N, 3, S, S)`` float32 are held while it runs.
+        """
+        if self.sources is None:
+            raise InputError(f"transfer cell {cell.label()!r}: this runner cannot load source models "
+                             "(run it through evaluate_grid)")
+        members = [self.sources(spec, int(self.data.images.shape[-1])) for spec in cell.sources]
+        white = cell.white_box
+        key = stable_hash("transfer", [m.run_key for m in members], white.key)
+        if key not in self._transfer:
+            store = TensorCache(self.shared.root, self.shared.enabled) if self.shared is not None else None
+            hit = store.get(key) if store is not None else None  # keyed by the sources' runs: any target reads it
+            if hit is None:
+                n, bs = len(self.data), int(self.batch_size) if self.batch_size != "auto" else 32
+                parts, seconds = [], 0.0
+                for start in tqdm(range(0, n, bs), desc=f"crafting on {'+'.join(cell.sources)}",
+                                  disable=not self.progress):
+                    idx = torch.arange(start, min(n, start + bs))
+                    if len(members) > 1:
+                        parts.append(self._ensemble_images(members, white, idx))
+                    else:
+                        parts.append(members[0].cell_images(white, idx).cpu())
+                        self.attack_cost = dict(members[0].attack_cost)
+                    seconds += self.attack_cost["seconds"] * len(idx)
+                cost = {"forward": self.attack_cost["forward"], "backward": self.attack_cost["backward"],
+                        "seconds": seconds / n}
+                hit = {"images": torch.cat(parts), **{f"cost_{k}": torch.tensor(float(v)) for k, v in cost.items()}}
+                if store is not None:
+                    store.put(key, hit)
+            self._transfer = {key: hit}  # one cell's images at a time
+        hit = self._transfer[key]
+        self.attack_cost = {k: float(hit[f"cost_{k}"]) for k in ("forward", "backward", "seconds")}
+        return hit["images"][index].to(self.device)
+
+    def _ensemble_images(self, members: list[Runner], white: Cell, index: torch.Tensor) -> torch.Tensor:
+        from vlmkit.attacks.objectives import Ensemble, EnsembleObjective
+
+        x = members[0].data.images[index.to(members[0].data.images.device)].float().div_(255)  # (b, 3, S, S)
+        parts = []
+        for m in members:
+            objective, batch = m.task.attack_inputs(m.model, m.data, white, index)
+            if objective is None:  # the attack's own default objective
+                objective = ATTACKS.create(white.name, None, **dict(white.params)).objective
+            parts.append((m.model, objective, batch))
+        gens = item_generators(self.seed, white.key, index, self.device)
+        attack = ATTACKS.create(white.name, EnsembleObjective(parts), generator=gens, **dict(white.params))
+        t0 = time.perf_counter()
+        x_adv = attack(Ensemble([m.model for m in members]), x.to(self.device), {}).detach()
+        self.attack_cost = {"forward": attack.cost["forward"] * len(members),
+                            "backward": attack.cost["backward"] * len(members),
+                            "seconds": (time.perf_counter() - t0) / len(x)}
+        return x_adv.cpu()
+
     # ------------------------------------------------------------------ outputs of a cell
     def cell_outputs(self, cell: Cell) -> dict[str, torch.Tensor]:
         """Per-item outputs of every image under ``cell``, cached."""
+        if cell.kind == "text":  # clean images, perturbed texts: the clean outputs
+            return self.data.clean
         key = stable_hash(self.run_key, cell.key)
         hit = self.cache.get(key)
         if hit is not None:
@@ -186,10 +256,10 @@ class Runner:
         out = []
         for k, v in metrics.items():
             stats: dict[str, Any] = {"ci_low": float("nan"), "ci_high": float("nan"), "n_boot": 0, "ci_method": "none"}
-            if isinstance(v, Items):
+            if isinstance(v, Items):  # a transfer cell resamples as its white-box cell does (same draws)
                 value, lo, hi, how = interval(v, n_boot=self.intervals["n_boot"], ci=self.intervals["ci"],
                                               method=self.intervals["ci_method"],
-                                              seed=derive_seed(self.seed, cell_key, k))
+                                              seed=derive_seed(self.seed, key or cell.white_box.key, k))
                 boot = self.intervals["n_boot"] if "percentile" in how or how == "bca" else 0
                 stats = {"ci_low": lo, "ci_high": hi, "n_boot": boot, "ci_method": how}
                 if v.per_item is not None:
@@ -227,7 +297,11 @@ class Runner:
                 self.data.clean = out
                 if done:
                     continue
-            metrics = self.task.metrics(self.data, cell, out, self.seed)
+            if cell.kind == "text":
+                view = self.task.text_view(self.model, self.data, cell, self.seed, self.shared)
+                metrics = self.task.text_metrics(self.data, view, cell)
+            else:
+                metrics = self.task.metrics(self.data, cell, out, self.seed)
             self.store.write_cell(self.store_model, self.dataset_name, self.store_key, cell.key,
                                   self.rows(cell, metrics, time.perf_counter() - t0,
                                             columns=self.cost_columns(out) if cell.kind == "attack" else None))
@@ -245,7 +319,11 @@ class Runner:
         for cell in cells:
             if cell.kind == "clean":
                 continue
-            pred0, pred = self.task.flips(self.data, self.cell_outputs(cell))
+            if cell.kind == "text":  # the clean images' answers under the perturbed texts
+                view = self.task.text_view(self.model, self.data, cell, self.seed, self.shared)
+                pred0, pred = self.task.flips(self.data, self.data.clean)[0], self.task.flips(view, self.data.clean)[1]
+            else:
+                pred0, pred = self.task.flips(self.data, self.cell_outputs(cell))
             # the study's families are perturbation types (translate, scale ...) over their severities;
             # registry families (geometric ...) and the union ("all") group several of them
             for group in dict.fromkeys([cell.name, cell.family, "all"]):

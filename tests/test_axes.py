@@ -1,0 +1,75 @@
+"""The new grid axes in the one engine: text cells (perturbed captions / prompts on clean images) and
+transfer cells (crafted on a source model or an ensemble, measured on the grid's model)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from vlmkit.data import load_coco_captions
+from vlmkit.errors import InputError, RegistryError
+from vlmkit.evaluate import Cell, evaluate_grid, grid_cells
+
+
+@pytest.fixture(scope="module")
+def toy_retrieval(tmp_path_factory):
+    from vlmkit.toyworld.export import export_retrieval
+
+    root = export_retrieval(tmp_path_factory.mktemp("toyret") / "r", n=16, progress=False)
+    return load_coco_captions(root / "captions.json", root / "images")
+
+
+PGD = {"eps": 4 / 255, "steps": 3}
+
+
+@pytest.fixture(scope="module")
+def transfer_table(toy_retrieval, tmp_path_factory) -> pd.DataFrame:
+    cells = grid_cells(attacks=["pgd"], attack_params={"pgd": {**PGD, "source": ["toy:vit", "toy:rn", "toy:rn+toy:vit"]}})
+    cells.append(Cell("attack", "pgd", 0, PGD))  # white-box
+    cells += grid_cells(text_perturbations=["synonym", "swap_color"], text_severities=[2])
+    return evaluate_grid(["toy:vit", "toy:rn"], toy_retrieval, cells, out_dir=tmp_path_factory.mktemp("o"),
+                         progress=False, n_boot=200)
+
+
+def _rows(df, model, label):
+    return df[(df.model == model) & (df.label == label)].set_index("metric").sort_index()
+
+
+def test_transfer_diagonal_equals_the_white_box_cell_exactly(transfer_table) -> None:
+    for m in ("toy:vit", "toy:rn"):
+        white = _rows(transfer_table, m, "pgd ε=4/255 steps=3")
+        diag = _rows(transfer_table, m, f"pgd ε=4/255 source={m} steps=3")
+        cols = ["value", "ci_low", "ci_high", "forward_passes", "backward_passes"]
+        assert len(white) > 5
+        pd.testing.assert_frame_equal(white[cols], diag[cols])
+
+
+def test_transfer_off_diagonal_is_weaker_than_white_box_and_ensembles_count_both_members(transfer_table) -> None:
+    r1 = lambda m, lab: _rows(transfer_table, m, lab).loc["i2t_R@1", "value"]  # noqa: E731
+    for target, other in (("toy:vit", "toy:rn"), ("toy:rn", "toy:vit")):
+        assert r1(target, f"pgd ε=4/255 source={other} steps=3") >= r1(target, "pgd ε=4/255 steps=3")
+    ens = _rows(transfer_table, "toy:vit", "pgd ε=4/255 source=toy:rn+toy:vit steps=3")
+    assert ens.loc["i2t_R@1", "backward_passes"] == 2 * 3  # 3 steps on each of the two members
+
+
+def test_text_cells_keep_the_images_and_move_only_the_texts(transfer_table) -> None:
+    syn = _rows(transfer_table, "toy:vit", "text:synonym@2")
+    swap = _rows(transfer_table, "toy:vit", "text:swap_color@2")
+    clean = _rows(transfer_table, "toy:vit", "clean")
+    assert "drift_mean" not in syn.index  # the images are the clean ones: no image drift row
+    # meaning-preserving edits barely move the caption embeddings; changing a colour moves them a lot
+    assert syn.loc["text_drift_mean", "value"] < 0.25 * swap.loc["text_drift_mean", "value"]
+    assert swap.loc["i2t_R@1", "value"] < clean.loc["i2t_R@1", "value"]
+    assert set(swap["family"]) == {"text:meaning-changing"}
+
+
+def test_bad_axes_fail_when_the_cell_is_made() -> None:
+    with pytest.raises(InputError, match="source"):
+        Cell("attack", "pgd", 0, {"source": ["toy:rn", "toy:rn"]})
+    with pytest.raises(InputError, match="target"):
+        Cell("text", "synonym", 1, {"target": "images"})
+    with pytest.raises(RegistryError, match="text perturbation"):
+        grid_cells(text_perturbations=["synonim"])
+    with pytest.raises(InputError, match="severity"):
+        Cell("text", "synonym", 7)
+    assert Cell("attack", "pgd", 0, {"source": ["toy:rn", "toy:vit"]}).sources == ["toy:rn", "toy:vit"]
