@@ -106,9 +106,31 @@ def _names(loaded: dict) -> dict[str, list[tuple[str, int]]]:
 
 
 def test_roles_and_formats_tables():
-    assert DATASET_ROLES == ("retrieval", "classification", "typographic", "hard", "segmentation", "vqa")
+    assert DATASET_ROLES == ("retrieval", "classification", "typographic", "hard", "segmentation", "vqa", "factors")
     assert DATASET_FORMATS["toy"] == DATASET_ROLES
-    assert DATASET_FORMATS["karpathy"] == ("retrieval",) and DATASET_FORMATS["csv"] == ("classification", "hard")
+    assert DATASET_FORMATS["karpathy"] == ("retrieval",)
+    assert DATASET_FORMATS["csv"] == ("classification", "hard", "factors")
+
+
+def test_a_factors_spec_attaches_annotations_after_the_subset(tmp_path):
+    """A csv set with a per-image factor file: the annotations follow the subset's file order."""
+    import pandas as pd
+
+    root = tmp_path / "fx"
+    files = [f"im{i}.png" for i in range(6)]
+    for f in files:
+        _img(root / "images" / f)
+    (root / "labels.csv").write_text("file,label\n" + "".join(f"{f},{i % 2}\n" for i, f in enumerate(files)))
+    pd.DataFrame({"file_name": files[::-1], "light": ["dark", "bright"] * 3}).to_csv(root / "f.csv", index=False)
+    spec = {"format": "csv", "path": str(root / "labels.csv"), "images": str(root / "images"), "classes": ["a", "b"],
+            "factors": str(root / "f.csv")}
+    ds = load_datasets({"factors": spec}, n_images=4, seed=1, root=tmp_path)["factors"][0]
+    want = {f: lab for f, lab in zip(files[::-1], ["dark", "bright"] * 3)}
+    assert list(ds.factors["light"]) == [want[p.name] for p in ds.paths]
+    with pytest.raises(InputError, match="needs key 'factors'"):
+        check_datasets({"factors": {k: v for k, v in spec.items() if k != "factors"}})
+    with pytest.raises(DataNotFoundError, match="factors"):
+        check_datasets({"factors": {**spec, "factors": str(root / "missing.csv")}})
 
 
 def test_each_layout_loads_with_names_and_sizes(layouts, tmp_path):

@@ -53,15 +53,16 @@ from vlmkit.data.typographic import SCAM_VARIANTS, load_rta100, load_scam
 from vlmkit.errors import DataNotFoundError, InputError, did_you_mean
 
 #: What a dataset is used for; the keys of a ``datasets`` mapping.
-DATASET_ROLES: tuple[str, ...] = ("retrieval", "classification", "typographic", "hard", "segmentation", "vqa")
+DATASET_ROLES: tuple[str, ...] = ("retrieval", "classification", "typographic", "hard", "segmentation", "vqa",
+                                   "factors")
 
 #: Format -> the roles it can fill.
 DATASET_FORMATS: dict[str, tuple[str, ...]] = {
     "toy": DATASET_ROLES,
     "coco": ("retrieval",),
     "karpathy": ("retrieval",),
-    "csv": ("classification", "hard"),
-    "imagefolder": ("classification", "hard"),
+    "csv": ("classification", "hard", "factors"),
+    "imagefolder": ("classification", "hard", "factors"),
     "imagenet-a": ("hard",),
     "imagenet-r": ("hard",),
     "scam": ("typographic",),
@@ -81,6 +82,7 @@ TOY_SETS: dict[str, tuple[str, ...]] = {
     "hard": ("toy-shapes",),
     "segmentation": ("toy-segmentation",),
     "vqa": ("toy-questions",),
+    "factors": ("toy-factors",),
 }
 
 _COMMON_KEYS = ("format", "name", "n_images", "models")
@@ -89,8 +91,8 @@ _FORMAT_KEYS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "toy": ((), ("sets",)),
     "coco": (("path", "images"), ()),
     "karpathy": (("path", "images"), ("split",)),
-    "csv": (("path", "images"), ("classes", "label_column", "file_column")),
-    "imagefolder": (("path",), ("classes", "classnames")),
+    "csv": (("path", "images"), ("classes", "label_column", "file_column", "factors")),
+    "imagefolder": (("path",), ("classes", "classnames", "factors")),
     "imagenet-a": (("path",), ()),
     "imagenet-r": (("path",), ()),
     "scam": (("path",), ("variants",)),
@@ -220,7 +222,15 @@ def _check_spec(raw: Any, role: str, at: str) -> list[dict[str, Any]]:
                 raise InputError(f"{at}: key 'split' is {s!r}; expected one of {list(KARPATHY_SPLITS)} "
                                  f"(or a list of them).{did_you_mean(s, KARPATHY_SPLITS)}")
         spec["split"] = splits[0] if len(splits) == 1 else splits
-    elif fmt == "csv":
+    if fmt in ("csv", "imagefolder"):
+        if role == "factors" and spec.get("factors") is None:
+            raise InputError(f"{at}: role 'factors' needs key 'factors': a per-image factor file (CSV with "
+                             "file_name + one column per factor, or the ImageNet-X annotations)")
+        if spec.get("factors") is not None:
+            if not _is_pathlike(spec["factors"]):
+                raise InputError(f"{at}: key 'factors' must be a path (string); got {spec['factors']!r}")
+            _check_path(spec, "factors", "file", at)
+    if fmt == "csv":
         if "classes" in spec and spec["classes"] is not None:
             spec["classes"] = _check_classes(spec["classes"], at, "classes")
         for key in ("label_column", "file_column"):
@@ -631,6 +641,10 @@ def load_datasets(
                 from vlmkit.tasks.masks import load_toy_segmentation
 
                 toy_cache[key] = load_toy_segmentation(base, n=n, seed=seed)
+            elif which == "toy-factors":
+                from vlmkit.toyworld.sets import load_toy_factor_set
+
+                toy_cache[key] = load_toy_factor_set(base, n=n, seed=seed)
             elif which == "toy-questions":
                 from vlmkit.tasks.questions import load_toy_questions
 
@@ -651,7 +665,9 @@ def load_datasets(
             ds = _load_one(spec, role, toy)
             own = spec.get("n_images")
             if spec["format"] == "toy":  # exported at its size (questions count per question, not image)
-                ds = ds.subset(None)  # a copy: the toy sets are shared across roles
+                src, ds = ds, ds.subset(None)  # a copy: the toy sets are shared across roles
+                if getattr(src, "factors", None) is not None:  # same files, same order
+                    ds.factors = src.factors
             elif own is not None:
                 ds = ds.subset(own, seed=seed)
             elif n_images is not None and n_images < len(ds):
@@ -659,6 +675,10 @@ def load_datasets(
             ds.name = spec["name"]
             if spec.get("models"):  # the models this set is evaluated with (vlmkit.evaluate.models_for)
                 ds.models = list(spec["models"])
+            if spec.get("factors"):  # per-image factor labels, aligned with this (subset's) file order
+                from vlmkit.data.factors import load_factor_annotations
+
+                ds.factors = load_factor_annotations(spec["factors"], ds)
             loaded.append(ds)
         out[role] = loaded
     return out

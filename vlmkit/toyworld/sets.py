@@ -49,6 +49,26 @@ def load_toy_sets(root: str | Path, n: int = 64, seed: int = 0, size: int = 64) 
     }
 
 
+def load_toy_factor_set(root: str | Path, n: int = 64, seed: int = 0, size: int = 64) -> ToySet:
+    """Export (if not already there) and load the toy world's factor sweeps (``toy-factors``).
+
+    Every factor of :data:`vlmkit.toyworld.factors.FACTORS` is swept on its own — each value, the unseen
+    ones included, forced on ``max(2, n // 4)`` single-object scenes whose other factors follow the
+    training distribution — as a shape-classification set whose ``factors`` attribute holds each image's
+    factor labels and its ``sweep`` (:func:`vlmkit.data.factors.load_factor_annotations`).
+    """
+    from vlmkit.data.factors import load_factor_annotations
+    from vlmkit.toyworld.factors import export_factor_set
+
+    per_value = max(2, n // 4)
+    folder = Path(root) / f"toy-factors-n{per_value}-s{seed}-px{size}"
+    if not (folder / "factors.csv").is_file():
+        export_factor_set(folder, n_per_value=per_value, seed=1_000_003 * (seed + 1) + 17, unseen=True, size=size)
+    ds = load_labelled_csv(folder / "labels.csv", folder / "images", folder / "classes.txt", name="toy-factors")
+    ds.factors = load_factor_annotations(folder / "factors.csv", ds)
+    return ds
+
+
 def _named(ds: TypographicImages, name: str) -> TypographicImages:
     ds.name = name
     return ds
