@@ -117,3 +117,31 @@ def test_factor_table_on_the_toy_factor_sweeps(tmp_path) -> None:
     with pytest.raises(InputError, match="no per-image factors"):
         factor_table(rows, load_datasets({"classification": "toy"}, n_images=8, seed=0, root=tmp_path)
                      ["classification"][0])
+
+
+def test_a_saved_universal_perturbation_is_a_perturbation_cell(toy_retrieval, tmp_path) -> None:
+    """Fit a UAP on toy:vit (training scenes), save it, measure it on held-out images of both toy models."""
+    import torch
+
+    import vlmkit
+    from vlmkit.attacks import EmbeddingDrift
+    from vlmkit.attacks.universal import UniversalPerturbation, fit_universal
+    from vlmkit.evaluate.cells import universal_cells
+    from vlmkit.registry import resolve_perturbations
+    from vlmkit.toyworld.world import sample_scene
+
+    train = torch.stack([sample_scene(7, i).to_tensor() for i in range(16)])  # (16, 3, 64, 64), not the eval set
+    uap = fit_universal(vlmkit.load_model("toy:vit"), train, EmbeddingDrift(), eps=8 / 255, epochs=2, batch_size=8,
+                        progress=False)
+    path = uap.save(tmp_path / "uap.safetensors")
+    (cell,) = universal_cells([path])
+    assert cell.label() == "universal@1 uap" and len(cell.params["sha256"]) == 64
+    x = toy_retrieval.load_images(size=64).float() / 255  # (16, 3, 64, 64)
+    assert torch.equal(cell.apply(x, range(len(x)), seed=0), UniversalPerturbation.load(path).apply(x))
+    rows = evaluate_grid(["toy:vit", "toy:rn"], toy_retrieval, [cell], out_dir=tmp_path / "o", progress=False,
+                         n_boot=100)
+    drift = rows[(rows.label == cell.label()) & (rows.metric == "drift_mean")].set_index("model").value
+    assert (drift > 0).all()
+    assert "universal" not in resolve_perturbations(["*"])  # globs and families skip it: it needs its file
+    with pytest.raises(InputError, match="needs parameter"):
+        Cell("perturbation", "universal", 1)

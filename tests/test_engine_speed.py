@@ -19,7 +19,7 @@ from vlmkit.registry import PERTURBATIONS
 
 
 def _batched() -> list[str]:
-    return [n for n in PERTURBATIONS.list() if PERTURBATIONS.meta(n).get("batched")]
+    return [n for n in PERTURBATIONS.list() if PERTURBATIONS.meta(n).get("batched") and not PERTURBATIONS.meta(n)["needs"]]
 
 
 def test_batched_flag_follows_the_generator() -> None:

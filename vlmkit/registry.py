@@ -170,7 +170,7 @@ MODELS: Registry[Callable[..., Any]] = Registry("model family", modules=(
 #: Perturbations: pure functions on (B,3,H,W) float tensors in [0, 1].
 PERTURBATIONS: Registry[Callable[..., Any]] = Registry("perturbation", modules=(
     "vlmkit.perturb.corruptions", "vlmkit.perturb.frequency", "vlmkit.perturb.geometric",
-    "vlmkit.perturb.typographic",
+    "vlmkit.perturb.typographic", "vlmkit.perturb.universal",
 ))
 #: Attacks: classes deriving from ``vlmkit.attacks.Attack``.
 ATTACKS: Registry[Callable[..., Any]] = Registry("attack", modules=(
@@ -222,6 +222,8 @@ def resolve_perturbations(names: str | Sequence[str], where: str = "perturbation
             hits = [n]
         else:
             hits = PERTURBATIONS.list(family=n)
+        if n not in PERTURBATIONS:  # a pattern or family leaves out what needs its own parameters (a saved delta)
+            hits = [h for h in hits if not PERTURBATIONS.meta(h).get("needs")]
         if not hits:
             families = sorted({str(PERTURBATIONS.meta(k).get("family")) for k in PERTURBATIONS.list()})
             known = [*PERTURBATIONS.list(), *families, *PERTURBATION_GROUPS]

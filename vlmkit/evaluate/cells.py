@@ -21,6 +21,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -83,6 +84,10 @@ class Cell:
             if bad:
                 raise InputError(f"perturbation {self.name!r} has no parameter(s) {bad}; it takes "
                                  f"{sorted(names - {'x', 'severity', 'generator'})}")
+            missing = [k for k in PERTURBATIONS.meta(self.name).get("needs", ()) if k not in self.params]
+            if missing:
+                raise InputError(f"perturbation {self.name!r} needs parameter(s) {missing}"
+                                 + (" (make its cells with universal_cells(paths))" if self.name == "universal" else ""))
         elif self.kind == "attack":
             ATTACKS.get(self.name)
             if "generator" in self.params or "seed" in self.params:
@@ -145,7 +150,11 @@ class Cell:
             return "clean"
         parts = []
         for k, v in sorted(self.params.items()):
-            if k == "eps" and isinstance(v, (int, float)):
+            if k == "sha256":  # the content identity of a file parameter: in the key, not the label
+                continue
+            if k == "path" and isinstance(v, str):
+                parts.append(Path(v).stem)
+            elif k == "eps" and isinstance(v, (int, float)):
                 parts.append(f"ε={eps_text(v)}")
             elif isinstance(v, float):
                 parts.append(f"{k}={v:g}")
@@ -205,6 +214,16 @@ def _source_text(source: Any) -> str:
         raise InputError(f"attack source={source!r}; expected a model spec ('toy:rn'), or an ensemble of distinct "
                          "specs as a list or joined by '+' ('toy:rn+toy:vit')")
     return "+".join(parts)
+
+
+def universal_cells(paths: Sequence[str | Path] | str | Path) -> list[Cell]:
+    """One ``universal`` perturbation cell per saved universal perturbation (``.safetensors`` written by
+    :meth:`vlmkit.attacks.universal.UniversalPerturbation.save`), keyed by the file's content."""
+    from vlmkit.perturb.universal import file_sha256
+
+    items = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    return [Cell("perturbation", "universal", 1, {"path": str(Path(p).resolve()), "sha256": file_sha256(p)})
+            for p in items]
 
 
 def text_cells(names: Sequence[str] | str, severities: Sequence[int] = (1, 3, 5), **params: Sequence[Any] | Any

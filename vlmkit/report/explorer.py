@@ -48,7 +48,7 @@ def perturbation_explorer(vlm: Any, images: torch.Tensor, captions: Sequence[str
     """Interactive widget over registered perturbations (severity slider; ``band`` for band filters)."""
     import ipywidgets as W
 
-    names = list(names or PERTURBATIONS.list())
+    names = list(names or [n for n in PERTURBATIONS.list() if not PERTURBATIONS.meta(n).get("needs")])
     name = W.Dropdown(options=names, value=names[0], description="perturbation")
     severity = W.IntSlider(value=3, min=1, max=5, description="severity")
     index = W.IntSlider(value=0, min=0, max=len(images) - 1, description="image")
