@@ -95,7 +95,7 @@ def test_invariance_vs_sensitivity_on_the_toy_worlds_ground_truth() -> None:
     from vlmkit.toyworld.probes import probe_set
 
     _, records = probe_set(40, seed=0)
-    t = invariance_sensitivity(["toy:vit"], records, dataset="toy-probes", n_boot=300).set_index("kind")
+    t = invariance_sensitivity(["toy:vit"], records, dataset="toy-probes", n_boot=300).set_index("label")
     assert t.loc["ratio", "ci_low"] > 10
     assert t.loc["invariance", "value"] < t.loc["sensitivity", "value"]
     assert {"color", "shape", "count", "preserving"} <= set(t.index)

@@ -29,6 +29,7 @@ from vlmkit.errors import InputError
 from vlmkit.evaluate.intervals import Items, interval
 from vlmkit.metrics.drift import cosine_drift
 from vlmkit.metrics.factors import accuracy_by_factor, factor_error_ratios
+from vlmkit.results import make_row
 from vlmkit.runtime import derive_seed
 
 #: Text perturbations used as rewrites of real captions (toy captions use the grammar's probes).
@@ -77,10 +78,12 @@ def invariance_sensitivity(models: Sequence[str | Any], probes: pd.DataFrame | S
         n_boot, ci: The intervals (captions resampled).
 
     Returns:
-        Tidy rows ``model, dataset, kind, preserves_meaning, value, ci_low, ci_high, n``: the mean cosine
-        drift of each rewrite kind from its original; ``kind="invariance"`` (all preserving rewrites),
-        ``"sensitivity"`` (all changing ones) and ``"ratio"`` = sensitivity / invariance, its interval
-        from resampling captions (paired: a caption's preserving and changing rewrites go together).
+        Tidy rows (``kind="probe"``; ``label`` the rewrite kind; ``preserves_meaning``): ``text_drift_mean`` —
+        the mean cosine drift of each rewrite kind from its original (captions resampled), of all
+        preserving rewrites (``label="invariance"``) and all changing ones (``"sensitivity"``) — and
+        ``sensitivity_ratio`` (``label="ratio"``) = sensitivity / invariance, its interval from resampling
+        captions (paired: a caption's preserving and changing rewrites go together). Written with
+        :func:`vlmkit.results.write_table`, the report shows them.
     """
     table = pd.DataFrame(list(probes)) if not isinstance(probes, pd.DataFrame) else probes
     need = {"index", "kind", "caption", "preserves_meaning"}
@@ -101,8 +104,11 @@ def invariance_sensitivity(models: Sequence[str | Any], probes: pd.DataFrame | S
 
         def row(kind: str, items: Items, preserves: Any, n: int) -> None:
             value, lo, hi, how = interval(items, n_boot=n_boot, ci=ci, seed=derive_seed(seed, name, kind))
-            rows.append({"model": name, "dataset": dataset, "kind": kind, "preserves_meaning": preserves,
-                         "value": value, "ci_low": lo, "ci_high": hi, "ci_method": how, "n": n})
+            family = {True: "meaning-preserving", False: "meaning-changing", None: "summary"}[preserves]
+            rows.append(make_row(model=name, dataset=dataset, perturbation=f"probe:{kind}", metric=(
+                "sensitivity_ratio" if kind == "ratio" else "text_drift_mean"), value=value, n=n, seed=seed,
+                kind="probe", label=kind, family=family, preserves_meaning=preserves, ci_low=lo, ci_high=hi,
+                ci=ci, ci_method=how, n_boot=n_boot if "percentile" in how else 0))
 
         for kind, g in rest_d.groupby("kind", sort=False):
             row(str(kind), Items(g.drift.values, groups=g["index"].values), bool(g.preserves_meaning.iloc[0]), len(g))
@@ -210,4 +216,18 @@ def factor_table(rows: pd.DataFrame, dataset: Any, *, metric: str = "top1", labe
     return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
 
 
-__all__ = ["CHANGING", "PRESERVING", "caption_rewrites", "factor_table", "invariance_sensitivity", "transfer_matrix"]
+def factor_rows(table: pd.DataFrame, *, seed: int = 0, ci: float = 0.95) -> pd.DataFrame:
+    """:func:`factor_table` as tidy rows (``kind="factor"``, ``label`` ``factor=value``; metrics
+    ``error_ratio`` and ``accuracy`` with their intervals), for :func:`vlmkit.results.write_table` and the report."""
+    rows = []
+    for r in table.itertuples():
+        common = dict(model=r.model, dataset=r.dataset, perturbation=f"factor:{r.factor}", n=int(r.n), seed=seed,
+                      kind="factor", family=r.factor, label=f"{r.factor}={r.value}", ci=ci)
+        rows.append(make_row(metric="error_ratio", value=r.error_ratio, ci_low=r.ratio_low, ci_high=r.ratio_high,
+                             ci_method="percentile", **common))
+        rows.append(make_row(metric="accuracy", value=r.accuracy, ci_low=r.accuracy_low, ci_high=r.accuracy_high,
+                             ci_method="wilson", **common))
+    return pd.DataFrame(rows)
+
+
+__all__ = ["CHANGING", "PRESERVING", "caption_rewrites", "factor_rows", "factor_table", "invariance_sensitivity", "transfer_matrix"]

@@ -501,9 +501,11 @@ def study_sections(df: pd.DataFrame, reference: str | None = None, comparisons_t
         return []
     # numbers as floats: a table concatenated with an empty one (a role without datasets) holds objects
     df = df.assign(**{c: pd.to_numeric(df[c], errors="coerce") for c in ("value", "ci_low", "ci_high") if c in df})
+    from vlmkit.report.axes import AXIS_SECTIONS  # the newer axes' sections (they import Section from here)
+
     comp = comparisons(df, reference) if comparisons_table is None else comparisons_table
     marked = mark_significant(df, comp)
-    found = [s for s in (f(marked) for f in SECTIONS) if s is not None]
+    found = [s for s in (f(marked) for f in (*SECTIONS, *AXIS_SECTIONS)) if s is not None]
     last = comparison_section(comp)
     return found + ([last] if last is not None else [])
 
