@@ -345,3 +345,28 @@ def test_a_run_whose_datasets_do_not_exist_fails_before_anything_runs(tmp_path, 
     assert code == 2 and len(err.splitlines()) == 1, err
     assert "seed003_hidden_instability.yaml" in err and "run 'real'" in err and "dataset_coco.json" in err
     assert not any(tmp_path.iterdir())  # nothing was created
+
+
+def test_new_axes_parameters_are_checked_before_anything_runs(tmp_path):
+    """03's text perturbations and transfer spec: a typo or unknown attack fails at the contract."""
+    import yaml
+
+    from vlmkit.grid.contract import model_specs
+    from vlmkit.grid.notebooks import packaged_notebooks
+
+    NBS = packaged_notebooks()
+
+    def grid(params):
+        p = tmp_path / "g.yaml"
+        p.write_text(yaml.safe_dump({"name": "g", "notebooks": ["03_retrieval"], "parameters": params}))
+        return load_grid(p)
+
+    with pytest.raises(InputError, match="unknown text perturbation 'synonim'"):
+        check_parameters(grid({"text_perturbations": ["synonim"]}), NBS)
+    with pytest.raises(InputError, match="unknown attack 'pgdd'"):
+        check_parameters(grid({"transfer": {"attack": "pgdd", "sources": ["toy:rn"]}}), NBS)
+    with pytest.raises(InputError, match="not a transfer spec"):
+        check_parameters(grid({"transfer": {"sources": ["toy:rn"]}}), NBS)
+    g = grid({"transfer": {"attack": "pgd", "sources": ["toy:rn", "toy:rn+toy:vit"], "eps": 0.01}})
+    check_parameters(g, NBS)
+    assert set(model_specs(g.runs())) >= {"toy:rn", "toy:vit"}

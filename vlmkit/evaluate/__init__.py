@@ -11,7 +11,17 @@ runner), :mod:`.engine` (entry points), :mod:`.sets` (which models read which da
 """
 
 from vlmkit.evaluate.cache import TensorCache
-from vlmkit.evaluate.cells import CLEAN, Cell, attack_cells, cells_from_records, grid_cells, perturbation_cells
+from vlmkit.evaluate.cells import (
+    CLEAN,
+    Cell,
+    attack_cells,
+    cells_from_records,
+    grid_cells,
+    perturbation_cells,
+    text_cells,
+    transfer_params,
+    universal_cells,
+)
 from vlmkit.evaluate.dual import RetrievalTask, ZeroShotTask, infer_task
 from vlmkit.evaluate.engine import cell_embeddings, cell_images, evaluate_grid, get_task
 from vlmkit.evaluate.runner import ENGINE_VERSION, Runner
@@ -29,5 +39,5 @@ from vlmkit.evaluate.task import Task, TaskData, model_key
 
 __all__ = ["CLEAN", "Cell", "ENGINE_VERSION", "ResultsStore", "RetrievalTask", "Runner", "Task", "TaskData",
            "TensorCache", "ZeroShotTask", "attack_cells", "cell_embeddings", "cell_images", "cells_from_records",
-           "evaluate_grid", "evaluate_sets", "family_drift", "fourier_heatmap", "get_task", "grid_cells", "infer_task", "is_toy_dataset", "is_toy_model",
+           "evaluate_grid", "evaluate_sets", "family_drift", "fourier_heatmap", "get_task", "grid_cells", "infer_task", "text_cells", "transfer_params", "universal_cells", "is_toy_dataset", "is_toy_model",
            "model_key", "models_for", "natural_adversarial", "perturbation_cells"]

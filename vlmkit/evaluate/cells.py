@@ -216,6 +216,27 @@ def _source_text(source: Any) -> str:
     return "+".join(parts)
 
 
+def transfer_params(transfer: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The :func:`grid_cells` keywords of a notebook's ``transfer`` parameter: ``{"attack": "pgd", "sources":
+    ["toy:vit", "toy:rn+toy:vit"], "eps": 4/255, "steps": 5, ...}`` (the attack's other parameters alongside)
+    → one transfer cell per source; ``{}`` or None → none.
+
+    Raises:
+        InputError: Not a mapping, no ``attack`` or ``sources``, or bad sources.
+        RegistryError: Unknown attack.
+    """
+    if not transfer:
+        return {}
+    if not isinstance(transfer, Mapping) or "attack" not in transfer or not transfer.get("sources"):
+        raise InputError(f"transfer={transfer!r}; expected {{'attack': NAME, 'sources': [SPEC or 'A+B', ...], "
+                         "<attack parameters>}} or {}")
+    sources = transfer["sources"]
+    sources = [sources] if isinstance(sources, str) else list(sources)
+    params = {k: v for k, v in transfer.items() if k not in ("attack", "sources")}
+    return {"attacks": [str(transfer["attack"])], "attack_params": {str(transfer["attack"]): {
+        **params, "source": [_source_text(s) for s in sources]}}}
+
+
 def universal_cells(paths: Sequence[str | Path] | str | Path) -> list[Cell]:
     """One ``universal`` perturbation cell per saved universal perturbation (``.safetensors`` written by
     :meth:`vlmkit.attacks.universal.UniversalPerturbation.save`), keyed by the file's content."""

@@ -369,11 +369,47 @@ def _check_attack(name: str) -> str | None:
     return f"unknown attack {name!r}; expected one of {', '.join(ATTACKS.list())}." + did_you_mean(name, ATTACKS.list())
 
 
+def _check_text_perturbation(name: str) -> str | None:
+    from vlmkit.registry import TEXT_PERTURBATIONS
+
+    if TEXT_PERTURBATIONS.list(name):
+        return None
+    return (f"unknown text perturbation {name!r}; expected one of {', '.join(TEXT_PERTURBATIONS.list())}."
+            + did_you_mean(name, TEXT_PERTURBATIONS.list()))
+
+
+def transfer_sources(value: Any) -> list[str]:
+    """The model specs a ``transfer`` parameter crafts on (ensembles ``a+b`` split)."""
+    if not isinstance(value, Mapping):
+        return []
+    src = value.get("sources") or []
+    src = [src] if isinstance(src, str) else src if isinstance(src, (list, tuple)) else []
+    return [p.strip() for s in src for p in ([s] if isinstance(s, str) else s if isinstance(s, (list, tuple)) else [])
+            for p in (p.split("+") if isinstance(p, str) else [])]
+
+
+def _check_transfer(value: Any) -> str | None:
+    if value in ({}, None):
+        return None
+    if not isinstance(value, Mapping) or "attack" not in value or not value.get("sources"):
+        return (f"{value!r} is not a transfer spec; expected {{attack: NAME, sources: [SPEC or 'A+B', ...], "
+                "<attack parameters>}} or {}")
+    problem = _check_attack(str(value["attack"]))
+    if problem:
+        return problem
+    if not transfer_sources(value) or not all(transfer_sources(value)):
+        return f"sources {value['sources']!r} must be model specs (an ensemble as 'A+B' or a list)"
+    return None
+
+
 #: Parameters holding registered names: parameter -> check of one name (None when known, else the reason).
 NAME_CHECKS: dict[str, Callable[[str], str | None]] = {
     "perturbations": _check_perturbation,
     "attacks": _check_attack,
+    "text_perturbations": _check_text_perturbation,
 }
+#: Parameters whose whole value is checked: parameter -> check (None when fine, else the reason).
+VALUE_CHECKS: dict[str, Callable[[Any], str | None]] = {"transfer": _check_transfer}
 
 
 def is_model_parameter(key: str) -> bool:
@@ -484,6 +520,10 @@ def check_parameters(spec_or_runs: GridSpec | Sequence[Run], notebooks_dir: str 
             if not param.accepts(it.value):
                 raise InputError(f"{label}: {it.key}{it.where}: {_why(it.value, param.expected)}; {nb} declares "
                                  f"{it.key}: {param.expected}")
+        whole = VALUE_CHECKS.get(it.key)
+        problem = whole(it.value) if whole is not None else None
+        if problem:
+            raise InputError(f"{label}: {it.key}{it.where}: {problem}")
         check = NAME_CHECKS.get(it.key)
         if check is not None:
             for name in ([it.value] if isinstance(it.value, str) else it.value if isinstance(it.value, list) else []):
@@ -520,6 +560,10 @@ def model_specs(runs: Iterable[Run], extra: Mapping[str, Any] | None = None) -> 
     found: dict[str, str] = {}
     for params in [*(r.parameters for r in runs), dict(extra or {})]:
         for key, value in params.items():
+            if key == "transfer":  # the models a transfer attack is crafted on
+                for spec in transfer_sources(value):
+                    found.setdefault(spec, key)
+                continue
             if not is_model_parameter(key):
                 continue
             for spec in ([value] if isinstance(value, str) else value if isinstance(value, (list, tuple)) else []):
@@ -557,7 +601,7 @@ def check_models(runs: Iterable[Run], *, weights: bool = True, source: str | Pat
     return list(specs)
 
 
-__all__ = ["NAME_CHECKS", "NAMING_KEYS", "RUNNER_PARAMETERS", "Param", "check_models", "check_parameters",
+__all__ = ["NAME_CHECKS", "NAMING_KEYS", "RUNNER_PARAMETERS", "VALUE_CHECKS", "Param", "check_models", "check_parameters",
            "check_run_datasets",
            "check_value", "is_model_parameter", "model_specs", "notebook_file", "notebook_parameters",
-           "parameters_for"]
+           "parameters_for", "transfer_sources"]

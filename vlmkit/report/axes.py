@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from vlmkit.errors import InputError
 from vlmkit.evaluate.axes import transfer_matrix
 from vlmkit.report.studies import Section, shown
 
@@ -107,21 +108,21 @@ def transfer_section(df: pd.DataFrame) -> Section | None:
     atk = df[_kind(df) == "attack"]
     if atk.empty or not atk["params"].map(lambda p: "source" in json.loads(p or "{}")).any():
         return None
-    metric = next((m for m in ("i2t_R@1", "top1") if (atk["metric"] == m).any()), "IFR")
     mats = []
     for ds in sorted(atk["dataset"].unique()):
         d = df[df["dataset"] == ds]
+        metric = next((m for m in ("i2t_R@1", "top1", "iou_mean", "accuracy") if (d["metric"] == m).any()), "IFR")
         try:
-            mats.append((ds, transfer_matrix(d, metric), transfer_matrix(d, metric, with_interval=True)))
-        except Exception:  # no transfer cells on this dataset, or several attacks: shown in the appendix
+            mats.append((ds, metric, transfer_matrix(d, metric), transfer_matrix(d, metric, with_interval=True)))
+        except InputError:  # no transfer cells on this dataset, or several attacks: shown in the appendix
             continue
     if not mats:
         return None
-    table = pd.concat({ds: shown_m for ds, _, shown_m in mats}, names=["dataset"])
+    table = pd.concat({f"{ds} · {metric}": shown_m for ds, metric, _, shown_m in mats}, names=["dataset · metric"])
 
     def draw() -> plt.Figure:
         fig, axes = plt.subplots(1, len(mats), figsize=(3.8 * len(mats), 3.2), squeeze=False)
-        for ax, (ds, m, _) in zip(axes[0], mats):
+        for ax, (ds, metric, m, _) in zip(axes[0], mats):
             im = ax.imshow(m.values.astype(float), cmap="viridis", vmin=0, vmax=1)
             ax.set_xticks(range(m.shape[1]), m.columns, rotation=30, fontsize=7)
             ax.set_yticks(range(m.shape[0]), m.index, fontsize=7)
@@ -137,8 +138,8 @@ def transfer_section(df: pd.DataFrame) -> Section | None:
         return fig
 
     return Section("transfer", "Transfer attacks: source → target",
-                   f"Adversarial images crafted on each source model (or an ensemble, 'a+b') and measured on each "
-                   f"target: {metric} of the target. The diagonal is the white-box attack (source = target); a row "
+                   "Adversarial images crafted on each source model (or an ensemble, 'a+b') and measured on each "
+                   "target: the target's score (R@1 on retrieval sets, top-1 on classification sets). The diagonal is the white-box attack (source = target); a row "
                    "whose off-diagonal cells stay high does not transfer.", table, draw)
 
 
