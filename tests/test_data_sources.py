@@ -106,9 +106,10 @@ def _names(loaded: dict) -> dict[str, list[tuple[str, int]]]:
 
 
 def test_roles_and_formats_tables():
-    assert DATASET_ROLES == ("retrieval", "classification", "typographic", "hard", "segmentation", "vqa", "factors")
+    assert DATASET_ROLES == ("retrieval", "classification", "typographic", "hard", "segmentation", "vqa", "factors",
+                             "captioning")
     assert DATASET_FORMATS["toy"] == DATASET_ROLES
-    assert DATASET_FORMATS["karpathy"] == ("retrieval",)
+    assert DATASET_FORMATS["karpathy"] == ("retrieval",) and DATASET_FORMATS["coco"] == ("retrieval", "captioning")
     assert DATASET_FORMATS["csv"] == ("classification", "hard", "factors")
 
 
@@ -256,7 +257,7 @@ def test_shared_layout(shared_data):
     specs = shared_layout(shared_data)
     assert {r: [s["name"] for s in lst] for r, lst in specs.items()} == {
         "retrieval": ["coco-mini"], "classification": ["imagenet-samples"],
-        "typographic": ["scam", "scam-noscam", "scam-synthscam"]}
+        "typographic": ["scam", "scam-noscam", "scam-synthscam"], "captioning": ["coco-mini-captions"]}
     assert specs["classification"][0]["label_column"] == "class_index"
     merged = with_shared_layout({"retrieval": "toy"}, shared_data)
     assert [s["name"] for s in merged["retrieval"]] == ["toy-retrieval", "coco-mini"]

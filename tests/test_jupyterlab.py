@@ -56,7 +56,7 @@ def test_jupyterlab_serves_the_notebooks_headless(tmp_path):
         assert listing is not None, f"JupyterLab did not answer on port {port} within 90 s ({last})"
         names = sorted(c["name"] for c in listing["content"] if c["type"] == "notebook")
         assert names == ["01_data.ipynb", "02_attacks.ipynb", "03_retrieval.ipynb", "04_drift.ipynb",
-                         "05_interpretability.ipynb", "06_report.ipynb"]
+                         "05_interpretability.ipynb", "06_captions.ipynb", "07_report.ipynb"]
         with urllib.request.urlopen(urllib.request.Request(  # the lab page itself is served
                 f"http://127.0.0.1:{port}/lab?token={token}"), timeout=10) as r:
             assert r.status == 200 and b"JupyterLab" in r.read()

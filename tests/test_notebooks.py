@@ -16,8 +16,8 @@ REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted(packaged_notebooks().glob("[0-9][0-9]_*.ipynb"))
 
 
-def test_six_notebooks_in_order():
-    assert [p.stem[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04", "05", "06"]
+def test_seven_notebooks_in_order():
+    assert [p.stem[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04", "05", "06", "07"]
 
 
 def test_notebooks_ship_inside_the_package_and_the_repo_root_shows_them():
@@ -61,7 +61,7 @@ def test_smoke_grid_end_to_end_with_report(tmp_path):
     results = run_grid(REPO / "params" / "smoke.yaml", out_root=tmp_path, progress=False, extra={"n_images": 8})
     assert [r.status for r in results] == ["done"], [(r.failed_notebook, r.error) for r in results]
     run_dir = results[0].out_dir
-    for nb in ("01_data", "02_attacks", "03_retrieval", "04_drift", "05_interpretability", "06_report"):
+    for nb in ("01_data", "02_attacks", "03_retrieval", "04_drift", "05_interpretability", "06_captions", "07_report"):
         assert (run_dir / f"{nb}.ipynb").is_file() and (run_dir / f".done-{nb}").is_file()
     report = build_report(tmp_path / "smoke")
     html = report.read_text()
@@ -88,7 +88,8 @@ FIGURE_CELLS = {
     "04_drift": ["drift_distributions(", "instability_section(drift)", "heatmap(h,", "probe_section("],
     "05_interpretability": ["plot_relevance(torch.cat", "worst_failures(", "plot_head_maps(", "plot_head_sweep(",
                             "plot_latent_stats("],
-    "06_report": ["for s in sections:"],
+    "06_captions": ["caption_gallery(", "semantics_section("],
+    "07_report": ["for s in sections:"],
 }
 
 

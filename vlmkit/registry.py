@@ -170,7 +170,7 @@ MODELS: Registry[Callable[..., Any]] = Registry("model family", modules=(
 #: Perturbations: pure functions on (B,3,H,W) float tensors in [0, 1].
 PERTURBATIONS: Registry[Callable[..., Any]] = Registry("perturbation", modules=(
     "vlmkit.perturb.corruptions", "vlmkit.perturb.frequency", "vlmkit.perturb.geometric",
-    "vlmkit.perturb.typographic", "vlmkit.perturb.universal",
+    "vlmkit.perturb.typographic", "vlmkit.perturb.universal", "vlmkit.perturb.perception",
 ))
 #: Attacks: classes deriving from ``vlmkit.attacks.Attack``.
 ATTACKS: Registry[Callable[..., Any]] = Registry("attack", modules=(
@@ -188,7 +188,8 @@ TEXT_PERTURBATIONS: Registry[Callable[..., Any]] = Registry("text perturbation",
 MASK_CORRUPTIONS: Registry[Callable[..., Any]] = Registry("mask corruption", modules=("vlmkit.perturb.masks",))
 #: Tasks: dual-encoder retrieval/zero-shot grids, segmentation, answer scoring, language search.
 TASKS: Registry[Callable[..., Any]] = Registry("task", modules=(
-    "vlmkit.evaluate.dual", "vlmkit.tasks.segmentation", "vlmkit.tasks.answer_scoring", "vlmkit.search.genetic",
+    "vlmkit.evaluate.dual", "vlmkit.tasks.segmentation", "vlmkit.tasks.answer_scoring", "vlmkit.tasks.captioning",
+    "vlmkit.search.genetic",
 ))
 
 

@@ -61,8 +61,9 @@ def atomic_write(path: Path, write: Any) -> None:
             os.remove(tmp)
 
 
-#: Columns kept in parquet only: per-item outcome vectors (for paired comparisons) do not belong in a CSV.
-PARQUET_ONLY = ("outcomes",)
+#: Columns kept in parquet only: per-item outcome vectors (for paired comparisons) and a captioning cell's
+#: captions (JSON, to recompute its language metrics) do not belong in a CSV.
+PARQUET_ONLY = ("outcomes", "captions")
 
 
 def csv_view(df: pd.DataFrame) -> pd.DataFrame:

@@ -54,12 +54,13 @@ from vlmkit.errors import DataNotFoundError, InputError, did_you_mean
 
 #: What a dataset is used for; the keys of a ``datasets`` mapping.
 DATASET_ROLES: tuple[str, ...] = ("retrieval", "classification", "typographic", "hard", "segmentation", "vqa",
-                                   "factors")
+                                   "factors", "captioning")
 
 #: Format -> the roles it can fill.
 DATASET_FORMATS: dict[str, tuple[str, ...]] = {
     "toy": DATASET_ROLES,
-    "coco": ("retrieval",),
+    "coco": ("retrieval", "captioning"),
+    "caption-folder": ("captioning",),
     "karpathy": ("retrieval",),
     "csv": ("classification", "hard", "factors"),
     "imagefolder": ("classification", "hard", "factors"),
@@ -83,13 +84,15 @@ TOY_SETS: dict[str, tuple[str, ...]] = {
     "segmentation": ("toy-segmentation",),
     "vqa": ("toy-questions",),
     "factors": ("toy-factors",),
+    "captioning": ("toy-captions",),
 }
 
 _COMMON_KEYS = ("format", "name", "n_images", "models")
 # format -> (required keys, optional keys), besides the common ones
 _FORMAT_KEYS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "toy": ((), ("sets",)),
-    "coco": (("path", "images"), ()),
+    "coco": (("path", "images"), ("instances", "safety")),
+    "caption-folder": (("path",), ("vocabulary", "safety")),
     "karpathy": (("path", "images"), ("split",)),
     "csv": (("path", "images"), ("classes", "label_column", "file_column", "factors")),
     "imagefolder": (("path",), ("classes", "classnames", "factors")),
@@ -102,7 +105,8 @@ _FORMAT_KEYS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 }
 # what each path-like key must be: "file" or "dir" (per format; annotations is checked on its own)
 _PATH_KINDS: dict[str, dict[str, str]] = {
-    "coco": {"path": "file", "images": "dir"},
+    "coco": {"path": "file", "images": "dir", "instances": "file"},
+    "caption-folder": {"path": "dir"},
     "karpathy": {"path": "file", "images": "dir"},
     "csv": {"path": "file", "images": "dir"},
     "imagefolder": {"path": "dir"},
@@ -204,6 +208,8 @@ def _check_spec(raw: Any, role: str, at: str) -> list[dict[str, Any]]:
             raise InputError(f"{at}: key 'models' must be a list of model spec strings; got {m!r}")
         spec["models"] = list(m)
 
+    if "safety" in spec:
+        spec["safety"] = _str_list(spec["safety"], at, "safety", "a list of class names (the safety-critical subset)")
     # paths
     for key, kind in _PATH_KINDS.get(fmt, {}).items():
         if key in spec and spec[key] is not None:
@@ -468,7 +474,8 @@ def dataset_name(spec: Mapping[str, Any]) -> str:
 def shared_layout(data_path: str | Path) -> dict[str, list[dict[str, Any]]]:
     """The specs of a folder in the ``../shared/data`` layout (what ``--data DIR`` means).
 
-    * ``retrieval``: ``coco-mini/`` (``captions.json`` + ``images/``, format coco);
+    * ``retrieval``: ``coco-mini/`` (``captions.json`` + ``images/``, format coco); the same photos fill
+      ``captioning`` (objects from their reference captions, the street-scene safety classes);
     * ``classification``: ``imagenet-samples/`` (``labels.csv`` + ``images/``, ``classes.csv``, labels
       in ``class_index``; format csv);
     * ``typographic``: ``scam/`` with its variants present (``scam``, ``scam-noscam``, ``scam-synthscam``).
@@ -491,6 +498,9 @@ def shared_layout(data_path: str | Path) -> dict[str, list[dict[str, Any]]]:
     coco = base / "coco-mini"
     if (coco / "captions.json").is_file() and (coco / "images").is_dir():
         raw["retrieval"] = [{"format": "coco", "path": str(coco / "captions.json"), "images": str(coco / "images")}]
+        raw["captioning"] = [{"format": "coco", "path": str(coco / "captions.json"), "images": str(coco / "images"),
+                              "name": "coco-mini-captions", "safety": ["person", "bicycle", "car", "motorcycle",
+                                                                        "bus", "truck", "traffic light", "stop sign"]}]
     inet = base / "imagenet-samples"
     if (inet / "labels.csv").is_file() and (inet / "images").is_dir() and (inet / "classes.csv").is_file():
         raw["classification"] = [{"format": "csv", "path": str(inet / "labels.csv"), "images": str(inet / "images"),
@@ -550,6 +560,14 @@ def _load_one(spec: dict[str, Any], role: str, toy: Any) -> ImageDataset:
     fmt, name = spec["format"], spec["name"]
     if fmt == "toy":
         return toy(spec, role)
+    if role == "captioning":
+        from vlmkit.tasks.caption_data import load_caption_folder, load_coco_caption_set
+
+        if fmt == "coco":
+            return load_coco_caption_set(spec["path"], spec["images"], instances_json=spec.get("instances"),
+                                         safety=spec.get("safety", ()), name=name)
+        return load_caption_folder(spec["path"], vocabulary=spec.get("vocabulary", "coco"),
+                                   safety=spec.get("safety", ()), name=name)
     if fmt == "coco":
         return load_coco_captions(spec["path"], spec["images"], name=name)
     if fmt == "karpathy":
@@ -641,6 +659,10 @@ def load_datasets(
                 from vlmkit.tasks.masks import load_toy_segmentation
 
                 toy_cache[key] = load_toy_segmentation(base, n=n, seed=seed)
+            elif which == "toy-captions":
+                from vlmkit.tasks.caption_data import load_toy_captions
+
+                toy_cache[key] = load_toy_captions(base, n=n, seed=seed)
             elif which == "toy-factors":
                 from vlmkit.toyworld.sets import load_toy_factor_set
 

@@ -34,7 +34,9 @@ KINDS = ("clean", "perturbation", "attack", "text")
 #: What a text cell perturbs: retrieval captions, or zero-shot class names or prompt templates.
 TEXT_TARGETS = ("captions", "classnames", "templates")
 #: Context keywords that hold one value per image (sliced with the batch); the others are shared.
-ITEM_KEYS = ("labels",)
+ITEM_KEYS = ("labels", "masks")
+#: Keywords a task's context supplies (never a cell parameter).
+CONTEXT_KEYS = ("labels", "masks", "classnames")
 
 
 def _accepts(fn: Any) -> tuple[set[str], bool]:
@@ -84,7 +86,8 @@ class Cell:
             if bad:
                 raise InputError(f"perturbation {self.name!r} has no parameter(s) {bad}; it takes "
                                  f"{sorted(names - {'x', 'severity', 'generator'})}")
-            missing = [k for k in PERTURBATIONS.meta(self.name).get("needs", ()) if k not in self.params]
+            missing = [k for k in PERTURBATIONS.meta(self.name).get("needs", ())
+                       if k not in self.params and k not in CONTEXT_KEYS]
             if missing:
                 raise InputError(f"perturbation {self.name!r} needs parameter(s) {missing}"
                                  + (" (make its cells with universal_cells(paths))" if self.name == "universal" else ""))

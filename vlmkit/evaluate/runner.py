@@ -304,7 +304,8 @@ class Runner:
                 metrics = self.task.metrics(self.data, cell, out, self.seed)
             self.store.write_cell(self.store_model, self.dataset_name, self.store_key, cell.key,
                                   self.rows(cell, metrics, time.perf_counter() - t0,
-                                            columns=self.cost_columns(out) if cell.kind == "attack" else None))
+                                            columns={**(self.cost_columns(out) if cell.kind == "attack" else {}),
+                                                     **self.task.row_columns(out)}))
             self.computed.append(cell.key)
         return [c.key for c in todo] + self.family_flips(cells)
 

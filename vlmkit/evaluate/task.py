@@ -97,6 +97,10 @@ class Task(abc.ABC):
         """Keywords offered to perturbations of images ``index`` (e.g. ``classnames``, ``labels``)."""
         return {}
 
+    def row_columns(self, out: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """Extra columns of a cell's rows from its outputs (captioning: the captions), none by default."""
+        return {}
+
     @abc.abstractmethod
     def outputs(self, model: Any, data: TaskData, cell: Cell, x: torch.Tensor, index: torch.Tensor,
                 seed: int) -> dict[str, torch.Tensor]:

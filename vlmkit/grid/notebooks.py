@@ -1,6 +1,6 @@
 """The notebooks shipped inside the package: where they are, and copying them out for your own edits.
 
-The numbered notebooks (``01_data.ipynb`` ... ``06_report.ipynb``) are package data of ``vlmkit``
+The numbered notebooks (``01_data.ipynb`` ... ``07_report.ipynb``) are package data of ``vlmkit``
 (``vlmkit/notebooks/``), so an installed wheel has them too; grids execute them from there. To change
 one, copy them out (``vlmkit notebooks DIR``) and point a grid at the copy (``notebooks_dir=DIR``).
 """

@@ -3,7 +3,7 @@
 A grid file names the notebooks to run, the parameters they all get, and the axes to vary::
 
     name: smoke
-    notebooks: [01_data, 02_attacks, 03_retrieval, 04_drift, 05_interpretability, 06_report]
+    notebooks: [01_data, 02_attacks, 03_retrieval, 04_drift, 05_interpretability, 06_captions, 07_report]
     parameters:            # passed to every notebook of every run
       models: ["toy:rn", "toy:vit"]
       n_images: 32

@@ -127,6 +127,14 @@ def check_model_spec(spec: str, *, weights: bool = True) -> None:
         WeightsNotFoundError: A local path that does not exist, or hub weights that are neither cached nor
             reachable; the message names the spec and how to provide the weights.
     """
+    if isinstance(spec, str) and spec.strip().startswith("toycap:"):  # the toy world's captioners (task models)
+        from vlmkit.toyworld.captioning import list_captioners
+
+        name = spec.strip().split(":", 1)[1]
+        if name not in list_captioners():
+            raise ModelSpecError(f"unknown toy captioner {name!r} in {spec!r}.{did_you_mean(name, list_captioners())} "
+                                 f"Shipped: {', '.join(list_captioners()) or '(none)'}")
+        return
     family, rest = parse_spec(spec)
     check = _CHECKS.get(family)
     if check is not None:

@@ -91,8 +91,8 @@ def register_perturbation(name: str, family: str, severities: Sequence[int | flo
         wrapped.raw = fn  # type: ignore[attr-defined]
         batched = meta.pop("batched", not draws_randomness(fn))
         # keyword parameters without a default (a saved delta's path ...): galleries and sweeps skip these
-        needs = tuple(p.name for p in inspect.signature(fn).parameters.values()
-                      if p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is inspect.Parameter.empty)
+        needs = tuple(meta.pop("needs", None) or (p.name for p in inspect.signature(fn).parameters.values()
+                      if p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is inspect.Parameter.empty))
         return PERTURBATIONS.register(name, family=family, severities=tuple(severities) if severities else None,
                                       batched=bool(batched), needs=needs, **meta)(wrapped)
 

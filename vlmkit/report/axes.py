@@ -183,7 +183,45 @@ def factor_section(df: pd.DataFrame) -> Section | None:
                    "the value concentrates errors, near it the model ignores the factor.", table, draw)
 
 
-#: The newer axes' sections, in report order.
-AXIS_SECTIONS = (text_section, probe_section, transfer_section, factor_section)
+def attack_section(df: pd.DataFrame) -> Section | None:
+    """Every attack cell with its score and its cost (forward / backward passes and seconds per image), so
+    attacks — and robust models under them — are compared at equal compute."""
+    atk = df[(_kind(df) == "attack") & df["metric"].isin([*SCORE_METRICS, "IFR"])]
+    if atk.empty or "forward_passes" not in atk:
+        return None
+    cost = atk.groupby(["model", "dataset", "label"])[["forward_passes", "backward_passes", "attack_s_per_image"]].first()
+    table = atk.assign(shown=shown(atk)).pivot_table(index=["model", "dataset", "label"], columns="metric",
+                                                     values="shown", aggfunc="first").join(cost)
+    table = table.rename(columns={"forward_passes": "fwd passes/img", "backward_passes": "bwd passes/img",
+                                  "attack_s_per_image": "s/img"})
 
-__all__ = ["AXIS_SECTIONS", "factor_section", "probe_section", "text_section", "transfer_section"]
+    def draw() -> plt.Figure:
+        fig, ax = plt.subplots(figsize=(5.2, 3.2))
+        for i, ((model, ds), g) in enumerate(atk.groupby(["model", "dataset"])):
+            score = next((m for m in SCORE_METRICS if (g["metric"] == m).any()), "IFR")
+            g = g[g["metric"] == score].dropna(subset=["forward_passes"])
+            ax.scatter(g["forward_passes"] + g["backward_passes"], g["value"], s=16, color=f"C{i}",
+                       label=f"{model} · {ds} ({score})")
+        ax.set_xlabel("passes per image (forward + backward)")
+        ax.set_ylabel("score under attack")
+        ax.set_title("robustness against attack compute", fontsize=9)
+        ax.legend(fontsize=6)
+        fig.tight_layout()
+        return fig
+
+    return Section("attacks", "Attacks and their cost",
+                   "Each attack cell: the score under attack (R@1 / top-1) and the answers it changed (IFR), with what "
+                   "it cost per image — forward and backward passes of the model and seconds on this machine — so that "
+                   "attacks and robust models are compared at equal compute.", table, draw)
+
+
+def _semantics(df: pd.DataFrame) -> Section | None:
+    from vlmkit.report.semantics import semantics_section
+
+    return semantics_section(df)
+
+
+#: The newer axes' sections, in report order (the semantic-misalignment study first).
+AXIS_SECTIONS = (_semantics, text_section, probe_section, transfer_section, factor_section, attack_section)
+
+__all__ = ["AXIS_SECTIONS", "attack_section", "factor_section", "probe_section", "text_section", "transfer_section"]

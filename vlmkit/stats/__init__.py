@@ -34,9 +34,12 @@ from vlmkit.stats.bootstrap import (
     wilson_ci,
 )
 from vlmkit.stats.compare import across_seeds, compare
+from vlmkit.stats.correlation import Correlation, rank_correlation
 from vlmkit.stats.tests import Comparison, holm, mcnemar_exact, paired_bootstrap
 
 __all__ = [
+    "Correlation",
+    "rank_correlation",
     "CI", "Comparison", "RetrievalItems",
     "across_seeds", "bootstrap_ci", "compare", "holm", "mcnemar_exact", "paired_bootstrap", "resample_indices",
     "retrieval_bootstrap", "retrieval_items", "retrieval_recall_ci", "wilson_ci",
