@@ -141,6 +141,9 @@ class Task(abc.ABC):
                 raise InputError(f"cells must be vlmkit.evaluate.Cell objects, got {type(c).__name__}")
             if c.kind == "attack" and type(self).attack_inputs is Task.attack_inputs:
                 raise self._no_objective(c)
+            if c.kind == "text" and not hasattr(self, "text_view"):
+                raise InputError(f"text cell {c.label()!r}: task {self.name!r} has no texts to perturb (text cells "
+                                 "run on retrieval captions and zero-shot class names / templates)")
 
     @staticmethod
     def drift(clean: torch.Tensor, perturbed: torch.Tensor, seed: int) -> dict[str, Items]:
