@@ -364,3 +364,200 @@ def test_odd_sizes(x):
         y = PERTURBATIONS.get(name)(xs, 3, generator=gen(0))
         assert y.shape == xs.shape and float(y.min()) >= 0 and float(y.max()) <= 1, name
     assert math.isfinite(float(C.jpeg_compression(xs, 5).mean()))
+
+
+# ---------------------------------------------------------------------------------------------- C-library kernels, exact
+# pixelate and jpeg_compression run the reference's own arithmetic (Pillow's fixed-point BOX resampler and its
+# NEAREST map; libjpeg through Pillow): equal to the reference byte for byte, not just close.
+
+ODD_SIZES = [(48, 40), (37, 53), (5, 9), (16, 300), (32, 50)]
+
+
+def _u8(t: torch.Tensor) -> np.ndarray:
+    return np.round(to_hwc(t) * 255).astype(np.uint8)
+
+
+def _random_u8(n: int, hw: tuple[int, int], seed: int) -> np.ndarray:
+    """(n, H, W, 3) uint8 images with smooth structure and noise (what codecs and resamplers see)."""
+    rng = np.random.RandomState(seed)
+    H, W = hw
+    yy, xx = np.mgrid[:H, :W]
+    base = 127 + 100 * np.sin(xx[None, :, :, None] / 5.0 + yy[None, :, :, None] / 7.0 + np.arange(3) + rng.rand(n, 1, 1, 1))
+    return np.clip(base + rng.randint(-40, 41, (n, H, W, 3)), 0, 255).astype(np.uint8)
+
+
+def _ref_u8(ref, name: str, imgs: np.ndarray, s: int) -> np.ndarray:
+    from PIL import Image
+
+    return np.stack([np.asarray(getattr(ref, name)(Image.fromarray(p), s)) for p in imgs])
+
+
+@pytest.mark.parametrize("name", ["pixelate", "jpeg_compression"])
+def test_pil_kernels_equal_reference_exactly(name: str, ref, photos, x):
+    """Real photos (64 px: the mosaic JPEG path) and odd sizes (uneven box runs, per-image JPEG streams,
+    non-multiple-of-16 heights, a single image) give the reference's 8-bit output exactly, as k / 255."""
+    for s in SEV:
+        y = getattr(C, name)(x.float(), s)
+        assert torch.equal(y * 255, torch.round(y * 255)), (name, s)  # on the 8-bit grid
+        assert np.array_equal(_u8(y), _ref_u8(ref, name, photos, s)), (name, s)
+    for i, hw in enumerate(ODD_SIZES):
+        imgs = _random_u8(1 if i == 2 else 3, hw, i)
+        xi = torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 255  # channels-last memory, as it comes
+        for s in SEV:
+            c = [0.6, 0.5, 0.4, 0.3, 0.25][s - 1]
+            if name == "pixelate" and min(int(hw[0] * c), int(hw[1] * c)) == 0:
+                continue  # Pillow refuses a 0-px resize
+            assert np.array_equal(_u8(getattr(C, name)(xi, s)), _ref_u8(ref, name, imgs, s)), (name, hw, s)
+
+
+def test_pil_box_runs_and_nearest_map():
+    """Box runs partition the input, lengths differ by at most one, and the nearest map is Pillow's."""
+    from PIL import Image
+
+    for n_in, n_out in [(224, 134), (224, 112), (224, 89), (224, 67), (53, 13), (9, 2)]:
+        starts, counts = K.pil_box_runs(n_in, n_out)
+        assert starts[0] == 0 and all(a + n == b for a, n, b in zip(starts, counts, starts[1:]))
+        assert starts[-1] + counts[-1] == n_in and max(counts) - min(counts) <= 1
+        idx = K.pil_nearest_index(n_out, n_in)
+        row = Image.fromarray(np.arange(n_out, dtype=np.uint8)[None]).resize((n_in, 1), Image.NEAREST)  # n_out < 256
+        assert list(idx) == np.asarray(row)[0].tolist()
+
+
+def test_split_jpeg_mosaic_streams_decode_as_standalone():
+    """One restart interval per stacked image: each cut stream decodes to the image encoded alone."""
+    import io
+
+    from PIL import Image
+
+    imgs = _random_u8(3, (32, 40), 7)
+    buf = io.BytesIO()
+    Image.fromarray(imgs.reshape(-1, 40, 3)).save(buf, "JPEG", quality=15, restart_marker_blocks=3 * 2)
+    streams = K.split_jpeg_mosaic(buf.getvalue(), 3, 32)
+    assert streams is not None and len(streams) == 3
+    for img, st in zip(imgs, streams):
+        alone = io.BytesIO()
+        Image.fromarray(img).save(alone, "JPEG", quality=15)
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(st))), np.asarray(Image.open(alone)))
+    assert K.split_jpeg_mosaic(buf.getvalue(), 4, 32) is None  # not 4 images
+    assert K.split_jpeg_mosaic(b"not a jpeg", 1, 32) is None
+
+
+# ---------------------------------------------------------------------------------------------- chunked draws
+# The kernels walk big batches a few images at a time; on CPU the draws must stay those of whole-batch calls
+# (so results are bit-identical to before and independent of the chunk size).
+
+
+def _big(x: torch.Tensor) -> torch.Tensor:
+    xb = x.float().repeat(13, 1, 1, 1)  # 52 images of 64 px: more than one working chunk
+    assert xb.shape[0] > K.image_chunk(xb)
+    return xb
+
+
+def test_impulse_noise_draws_are_two_whole_batch_rands(x):
+    xb = _big(x)
+    for s, c in zip(SEV, [0.03, 0.06, 0.09, 0.17, 0.27]):
+        g1, g2 = gen(s), gen(s)
+        flipped = torch.rand(xb.shape, generator=g2) < c
+        salted = torch.rand(xb.shape, generator=g2) < 0.5
+        assert torch.equal(C.impulse_noise(xb, s, generator=g1), torch.where(flipped, salted.float(), xb))
+        assert torch.equal(torch.rand(4, generator=g1), torch.rand(4, generator=g2))  # same generator state after
+
+
+def test_shot_noise_draws_are_one_whole_batch_poisson(x):
+    xb = _big(x)
+    for s, c in zip((1, 5), (60, 3)):
+        g1, g2 = gen(s), gen(s)
+        expected = (torch.poisson(xb * c, generator=g2) / c).clamp(0, 1)
+        assert torch.equal(C.shot_noise(xb, s, generator=g1), expected)
+        assert torch.equal(torch.rand(4, generator=g1), torch.rand(4, generator=g2))
+
+
+def test_plasma_chunked_draws_equal_whole_batch_draws():
+    """The generator path (fills drawn a few images at a time) equals one whole-batch draw per fill."""
+    g1, g2 = gen(3), gen(3)
+    a = K.plasma_fractal(20, 256, 1.7, g1, torch.device("cpu"))  # finest fills: 8 images per chunk
+    b = K.plasma_fractal(20, 256, 1.7, None, torch.device("cpu"),
+                         sampler=lambda shape: torch.rand(shape, generator=g2, dtype=torch.float64) * 2 - 1)
+    assert torch.equal(a, b) and float(a.amin()) == 0 and float(a.amax()) == 1
+
+
+# ---------------------------------------------------------------------------------------------- spatter building blocks vs OpenCV
+
+
+def test_spatter_blocks_match_opencv():
+    """Canny, the 3x3 box blurs (float -> uint8 truncation, uint8 rounding) and the emboss filter equal OpenCV's
+    exactly; the chamfer distance equals it up to float32 accumulation order."""
+    cv2 = pytest.importorskip("cv2")
+    import skimage.filters
+
+    rng = np.random.RandomState(0)
+    for s in (1, 2, 3):
+        c = C._SPATTER[s - 1]
+        liq = skimage.filters.gaussian(rng.normal(size=(64, 72), loc=c[0], scale=c[1]), sigma=c[2])
+        liq[liq < c[3]] = 0
+        l8 = (liq * 255).astype(np.uint8)
+        edges = cv2.Canny(l8, 50, 150)
+        ours = K.canny(torch.from_numpy(l8).float()[None, None], 50.0, 150.0)[0, 0].numpy()
+        assert edges.any() and np.array_equal(edges > 0, ours), s
+        dist = np.minimum(cv2.distanceTransform(255 - edges, cv2.DIST_L2, 5), 20)
+        d = K.chamfer_distance(torch.from_numpy(edges > 0)[None, None], 20.0)[0, 0].numpy()
+        assert np.abs(d - dist).max() < 2e-5 and np.abs(d - dist).mean() < 1e-6, s  # float32 ulps
+        blurred = K.box3(torch.from_numpy(dist)[None, None], "floor")[0, 0].numpy()
+        assert np.array_equal(blurred.astype(np.uint8), cv2.blur(dist, (3, 3)).astype(np.uint8))
+    u8 = rng.randint(0, 256, (30, 41)).astype(np.uint8)
+    t8 = torch.from_numpy(u8).float()[None, None]
+    assert np.array_equal(K.box3(t8, "round", exact=torch.float32)[0, 0].numpy().astype(np.uint8), cv2.blur(u8, (3, 3)))
+    ker = np.array([[-2, -1, 0], [-1, 1, 1], [0, 1, 2]])
+    assert np.array_equal(K.emboss(t8)[0, 0].numpy().astype(np.uint8), cv2.filter2D(u8, cv2.CV_8U, ker))
+
+
+def test_chamfer_strips_equal_whole_image():
+    """A small batch is worked in horizontal strips with halos: the truncated distances are unchanged."""
+    z = torch.rand(2, 1, 150, 90, generator=gen(0)) < 0.003
+    assert K.chamfer_distance(z, 20.0).shape == (2, 1, 150, 90)
+    whole = torch.cat([K.chamfer_distance(z[i:i + 1].expand(40, -1, -1, -1), 20.0)[:1] for i in range(2)])
+    assert torch.equal(K.chamfer_distance(z, 20.0), whole)
+    assert float(whole.amax()) == 20.0 and float(whole.amin()) == 0.0
+
+
+# ---------------------------------------------------------------------------------------------- layout, helpers
+
+
+def test_memory_layout_does_not_change_results(x):
+    """Channels-last input (a permuted HWC batch) gives the same result as the contiguous one."""
+    xc = x.float()
+    xl = xc.contiguous(memory_format=torch.channels_last)
+    for name in C.CORRUPTIONS:
+        a = PERTURBATIONS.get(name)(xc, 3, generator=gen(4))
+        b = PERTURBATIONS.get(name)(xl, 3, generator=gen(4))
+        assert torch.allclose(a, b, atol=1e-6, rtol=0), name
+
+
+def test_defocus_kernel_crop_and_fft_length(x):
+    """The cropped disk kernels drop only negligible weights, and FFT lengths are the smallest 2^a {1,3,5,15}."""
+    xf = x.float()
+    for r, ab in [(3, 0.1), (10, 0.5)]:
+        full = K.disk_kernel(r, ab, torch.float32, xf.device)
+        crop = K.crop_kernel(full)
+        assert crop.shape[0] < full.shape[0] or r == 10
+        assert (K.defocus_apply(xf, crop) - K.defocus_apply(xf, full)).abs().max() < 1e-6
+    fast = sorted({f << a for f in (1, 3, 5, 15) for a in range(12)})
+    for n in range(1, 700):
+        assert K.fft_length(n) == min(v for v in fast if v >= n)
+
+
+def test_new_output_is_an_ordinary_tensor():
+    big = torch.zeros(2, 3, 1024, 1024)  # 24 MiB: advised for huge pages
+    out = K.new_output(big)
+    assert out.shape == big.shape and out.dtype == big.dtype and out.is_contiguous()
+    out.fill_(0.5)
+    assert float(out.sum()) == 0.5 * big.numel()
+    small = K.new_output(big, (3, 2), torch.int32)
+    assert small.shape == (3, 2) and small.dtype == torch.int32
+
+
+def test_empty_batch():
+    x0 = torch.rand(0, 3, 32, 32)
+    for name in C.CORRUPTIONS:
+        y = PERTURBATIONS.get(name)(x0, 3, generator=gen(0))
+        assert y.shape == x0.shape and y.dtype == x0.dtype, name

@@ -7,8 +7,16 @@ strength, drawn at random and independent of the model -- not adversarial pertur
 
 The per-severity constants are those of the ``imagecorruptions`` 1.1.2 package (Michaelis et al.'s pip
 release of the ImageNet-C code), and so is the behaviour for any image size. That package works on
-uint8 HxWx3 arrays; here every function takes and returns float (B, 3, H, W) in [0, 1] and uses torch
-only (CPU / CUDA, no per-image loops except the frost crop lookup).
+uint8 HxWx3 arrays; here every function takes and returns float (B, 3, H, W) in [0, 1], batched. The
+kernels are torch (CPU / CUDA), except the two corruptions that the reference delegates to a C library:
+``jpeg_compression`` calls the same libjpeg (Pillow's encoder; torchvision's libjpeg-turbo decoder, or
+Pillow's) on the 8-bit batch, and ``pixelate`` reproduces Pillow's fixed-point BOX resampler and its
+NEAREST map exactly -- both equal the reference's output byte for byte.
+
+Speed on CPU: large batches are worked a few images at a time (:data:`~vlmkit.perturb._corruption_kernels.CHUNK_ELEMS`)
+so that temporaries stay in cache and are recycled rather than page-faulted in afresh, and results are
+written into one output per call (advised for transparent huge pages on Linux); random draws on CPU are
+taken chunk by chunk in the same order, i.e. they are the values of the whole-batch draws.
 
 Quantisation: the reference converts to/from 8 bit in several places. Here nothing is quantised except
 where quantising *is* the corruption: ``jpeg_compression`` (8-bit JPEG round trip) and ``pixelate``
@@ -22,6 +30,8 @@ pixel "swap" exactly (see :func:`~vlmkit.perturb._corruption_kernels.glass_shuff
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 
@@ -38,12 +48,20 @@ __all__ = [
 ]
 
 
-def _rand(x: Tensor, shape: tuple[int, ...], g: torch.Generator) -> Tensor:
-    return torch.rand(shape, generator=g, device=x.device, dtype=x.dtype)
-
-
 def _randn(x: Tensor, shape: tuple[int, ...], g: torch.Generator) -> Tensor:
     return torch.randn(shape, generator=g, device=x.device, dtype=x.dtype)
+
+
+def _noise_chunks(x: Tensor) -> list[tuple[int, int]]:
+    """Image ranges for drawing ``torch.randn(x.shape)`` a few images at a time with the same values as one
+    draw: on CPU the generator fills values in order and transforms them to normals in blocks of 16, so
+    chunks whose sizes are multiples of 16 (all but the last, which keeps the whole draw's tail) give the
+    same draws. One range (the whole batch) elsewhere or when the sizes do not allow it."""
+    B, per = x.shape[0], x[0].numel() if x.shape[0] else 0
+    step = K.image_chunk(x)
+    if x.device.type != "cpu" or per < 16 or (step * per) % 16:
+        step = max(B, 1)
+    return [(b0, min(B, b0 + step)) for b0 in range(0, B, step)]
 
 
 # ============================================================================================== noise
@@ -63,7 +81,11 @@ def gaussian_noise(x: Tensor, severity: int = 1, *, generator: torch.Generator |
     """
     c = [0.08, 0.12, 0.18, 0.26, 0.38][severity - 1]
     g = default_generator(x, generator)
-    return (x + c * _randn(x, tuple(x.shape), g)).clamp(0, 1)
+    out = K.new_output(x)
+    for b0, b1 in _noise_chunks(x):  # x + c * N(0, 1), clipped
+        r = _randn(x, tuple(x[b0:b1].shape), g).mul_(c)
+        torch.add(x[b0:b1], r, out=out[b0:b1]).clamp_(0, 1)
+    return out
 
 
 @register_perturbation("shot_noise", family="noise", reference=REF)
@@ -71,7 +93,14 @@ def shot_noise(x: Tensor, severity: int = 1, *, generator: torch.Generator | Non
     """Poisson (photon) noise ``Poisson(x * c) / c``, c = 60..3 (Hendrycks & Dietterich 2019)."""
     c = [60, 25, 12, 5, 3][severity - 1]
     g = default_generator(x, generator)
-    return (torch.poisson(x * c, generator=g) / c).clamp(0, 1)
+    if x.device.type != "cpu":
+        return (torch.poisson(x * c, generator=g) / c).clamp(0, 1)
+    # CPU: a few images at a time (the generator samples values in order: the same draws as one call)
+    out = K.new_output(x)
+    step = K.image_chunk(x)
+    for b0 in range(0, x.shape[0], step):
+        torch.div(torch.poisson(x[b0:b0 + step] * c, generator=g), c, out=out[b0:b0 + step]).clamp_(0, 1)
+    return out
 
 
 @register_perturbation("impulse_noise", family="noise", reference=REF)
@@ -79,9 +108,7 @@ def impulse_noise(x: Tensor, severity: int = 1, *, generator: torch.Generator | 
     """Salt-and-pepper noise on a fraction 0.03..0.27 of the values, half salt (skimage ``s&p``)."""
     c = [0.03, 0.06, 0.09, 0.17, 0.27][severity - 1]
     g = default_generator(x, generator)
-    flipped = _rand(x, tuple(x.shape), g) < c
-    salted = _rand(x, tuple(x.shape), g) < 0.5
-    return torch.where(flipped, salted.to(x.dtype), x)
+    return K.impulse_apply(x, c, g)
 
 
 @register_perturbation("speckle_noise", family="noise", reference=REF)
@@ -89,7 +116,12 @@ def speckle_noise(x: Tensor, severity: int = 1, *, generator: torch.Generator | 
     """Multiplicative Gaussian noise ``x + x * N(0, c)``, c = 0.15..0.6 (held-out noise corruption)."""
     c = [0.15, 0.2, 0.35, 0.45, 0.6][severity - 1]
     g = default_generator(x, generator)
-    return (x + x * c * _randn(x, tuple(x.shape), g)).clamp(0, 1)
+    out = K.new_output(x)
+    for b0, b1 in _noise_chunks(x):  # x + (x * c) * N(0, 1), clipped
+        xb = x[b0:b1]
+        t = torch.mul(xb, c).mul_(_randn(x, tuple(xb.shape), g))
+        torch.add(xb, t, out=out[b0:b1]).clamp_(0, 1)
+    return out
 
 
 # ============================================================================================== blur
@@ -99,15 +131,16 @@ def speckle_noise(x: Tensor, severity: int = 1, *, generator: torch.Generator | 
 def gaussian_blur(x: Tensor, severity: int = 1, *, generator: torch.Generator | None = None) -> Tensor:
     """Gaussian blur, sigma 1..6 px (truncate 4, edge-replicated borders, as skimage)."""
     c = [1, 2, 3, 4, 6][severity - 1]
-    return K.gaussian_filter(x, float(c), "nearest").clamp(0, 1)  # (B, 3, H, W)
+    return K.gaussian_blur_apply(x, float(c), "nearest")  # (B, 3, H, W)
 
 
 @register_perturbation("defocus_blur", family="blur", reference=REF)
 def defocus_blur(x: Tensor, severity: int = 1, *, generator: torch.Generator | None = None) -> Tensor:
-    """Defocus: convolution with an anti-aliased disk of radius 3..10 px (OpenCV reflect-101 borders)."""
+    """Defocus: convolution with an anti-aliased disk of radius 3..10 px (OpenCV reflect-101 borders), by FFT
+    one image at a time."""
     r, ab = [(3, 0.1), (4, 0.5), (6, 0.5), (8, 0.5), (10, 0.5)][severity - 1]
-    k = K.disk_kernel(r, ab, x.dtype, x.device)
-    return K.filter2d(x, k, "reflect101").clamp(0, 1)
+    k = K.crop_kernel(K.disk_kernel(r, ab, x.dtype, x.device))  # 7x7 .. 21x21 (the 17x17 grid's empty ring cut)
+    return K.defocus_apply(x, k)
 
 
 @register_perturbation("glass_blur", family="blur", reference=REF)
@@ -121,6 +154,8 @@ def glass_blur(x: Tensor, severity: int = 1, *, generator: torch.Generator | Non
     sigma, d, iters = [(0.7, 1, 2), (0.9, 2, 1), (1, 2, 3), (1.1, 3, 2), (1.5, 4, 2)][severity - 1]
     g = default_generator(x, generator)
     B, C, H, W = x.shape
+    if B == 0:
+        return x.clone()
     y = K.gaussian_filter(x, sigma, "nearest")  # (B, 3, H, W)
     src = K.glass_shuffle_index(B, H, W, d, iters, g, x.device)  # (B, H*W)
     y = y.reshape(B, C, H * W).gather(2, src[:, None].expand(B, C, H * W)).reshape(B, C, H, W)
@@ -133,7 +168,7 @@ def motion_blur(x: Tensor, severity: int = 1, *, generator: torch.Generator | No
     radius, sigma = [(10, 3), (15, 5), (15, 8), (15, 12), (20, 15)][severity - 1]
     g = default_generator(x, generator)
     angle = torch.rand(x.shape[0], generator=g, device=x.device, dtype=torch.float64) * 90 - 45
-    return K.motion_blur_apply(x, radius, sigma, angle).clamp(0, 1)
+    return K.motion_blur_apply(x, radius, sigma, angle).clamp_(0, 1)
 
 
 _ZOOMS = [(1, 1.11, 0.01), (1, 1.16, 0.01), (1, 1.21, 0.02), (1, 1.26, 0.02), (1, 1.31, 0.03)]
@@ -143,10 +178,15 @@ _ZOOMS = [(1, 1.11, 0.01), (1, 1.16, 0.01), (1, 1.21, 0.02), (1, 1.26, 0.02), (1
 def zoom_blur(x: Tensor, severity: int = 1, *, generator: torch.Generator | None = None) -> Tensor:
     """Zoom blur: mean of the image and its centre zooms by 1 .. 1.1-1.3 (scipy order-1 zoom)."""
     zooms = K.np_arange(*_ZOOMS[severity - 1])
-    out = torch.zeros_like(x)
-    for z in zooms:
-        out = out + K.clipped_zoom(x, z)
-    return ((x + out) / (len(zooms) + 1)).clamp(0, 1)
+    out = K.new_output(x)
+    step = K.image_chunk(x)
+    for b0 in range(0, x.shape[0], step):  # a few images at a time: the zoomed copies stay in cache
+        xb = x[b0:b0 + step]
+        acc = torch.zeros_like(xb)
+        for z in zooms:
+            acc.add_(K.clipped_zoom(xb, z))
+        torch.add(xb, acc, out=out[b0:b0 + step]).div_(len(zooms) + 1).clamp_(0, 1)
+    return out
 
 
 # ============================================================================================== weather
@@ -178,6 +218,8 @@ def frost(x: Tensor, severity: int = 1, *, generator: torch.Generator | None = N
     c = _FROST[severity - 1]
     g = default_generator(x, generator)
     B, _, H, W = x.shape
+    if B == 0:
+        return x.clone()
     u = torch.rand(B, 3, generator=g, device=x.device, dtype=torch.float64).cpu()
     idx = (u[:, 0] * 5).long().clamp(max=4).tolist()
     starts = []
@@ -199,23 +241,41 @@ def fog(x: Tensor, severity: int = 1, *, generator: torch.Generator | None = Non
     B, _, H, W = x.shape
     side = max(H, W, 3)
     mapsize = 1 << (side - 1).bit_length()
-    plasma = K.plasma_fractal(B, mapsize, decay, g, x.device)[:, None, :H, :W].to(x.dtype)  # (B, 1, H, W)
+    plasma = K.plasma_fractal(B, mapsize, decay, g, x.device)[:, None, :H, :W]  # (B, 1, H, W) float64
     return fog_apply(x, c0, plasma)
 
 
 def fog_apply(x: Tensor, c0: float, plasma: Tensor) -> Tensor:
-    """Deterministic part of :func:`fog` given the (B, 1, H, W) plasma map."""
-    mx = x.amax((1, 2, 3), keepdim=True)
-    return ((x + c0 * plasma) * mx / (mx + c0)).clamp(0, 1)
+    """Deterministic part of :func:`fog` given the (B, 1, H, W) plasma map (any float dtype; used as
+    ``x.dtype``): ``clip((x + c0 * plasma) * max / (max + c0))`` with ``max`` per image, a few images at a
+    time."""
+    out = K.new_output(x)
+    step = K.image_chunk(x)
+    for b0 in range(0, x.shape[0], step):
+        xb, ob = x[b0:b0 + step], out[b0:b0 + step]
+        mx = xb.amax((1, 2, 3), keepdim=True)
+        torch.add(xb, plasma[b0:b0 + step].to(x.dtype).mul_(c0), out=ob).mul_(mx).div_(mx + c0).clamp_(0, 1)
+    return out
+
+
+def _hsv_edit(x: Tensor, edit: Callable[[Tensor], Tensor]) -> Tensor:
+    """``hsv_to_rgb(edit(rgb_to_hsv(x)))`` clipped to [0, 1], a few images at a time."""
+    out = K.new_output(x)
+    step = K.image_chunk(x)
+    for b0 in range(0, x.shape[0], step):
+        torch.clamp(K.hsv_to_rgb(edit(K.rgb_to_hsv(x[b0:b0 + step]))), 0, 1, out=out[b0:b0 + step])
+    return out
 
 
 @register_perturbation("brightness", family="weather", reference=REF)
 def brightness(x: Tensor, severity: int = 1, *, generator: torch.Generator | None = None) -> Tensor:
     """Brightness: HSV value + 0.1..0.5, clipped (Hendrycks & Dietterich 2019 list it under weather)."""
     c = [0.1, 0.2, 0.3, 0.4, 0.5][severity - 1]
-    hsv = K.rgb_to_hsv(x)
-    hsv = torch.stack([hsv[:, 0], hsv[:, 1], (hsv[:, 2] + c).clamp(0, 1)], 1)
-    return K.hsv_to_rgb(hsv).clamp(0, 1)
+
+    def edit(hsv: Tensor) -> Tensor:
+        return torch.stack([hsv[:, 0], hsv[:, 1], (hsv[:, 2] + c).clamp(0, 1)], 1)
+
+    return _hsv_edit(x, edit)
 
 
 _SPATTER = [(0.65, 0.3, 4, 0.69, 0.6, 0), (0.65, 0.3, 3, 0.68, 0.6, 0), (0.65, 0.3, 2, 0.68, 0.5, 0),
@@ -240,8 +300,13 @@ def spatter(x: Tensor, severity: int = 1, *, generator: torch.Generator | None =
 def contrast(x: Tensor, severity: int = 1, *, generator: torch.Generator | None = None) -> Tensor:
     """Contrast: ``(x - mean) * c + mean`` per image and channel, c = 0.4..0.05."""
     c = [0.4, 0.3, 0.2, 0.1, 0.05][severity - 1]
-    m = x.mean((2, 3), keepdim=True)  # (B, 3, 1, 1)
-    return ((x - m) * c + m).clamp(0, 1)
+    out = K.new_output(x)
+    step = K.image_chunk(x)
+    for b0 in range(0, x.shape[0], step):
+        xb = x[b0:b0 + step]
+        m = xb.mean((2, 3), keepdim=True)  # (b, 3, 1, 1)
+        torch.sub(xb, m, out=out[b0:b0 + step]).mul_(c).add_(m).clamp_(0, 1)
+    return out
 
 
 _ELASTIC = [250 * 0.05, 250 * 0.065, 250 * 0.085, 250 * 0.1, 250 * 0.12]
@@ -261,14 +326,16 @@ def elastic_transform(x: Tensor, severity: int = 1, *, generator: torch.Generato
 
 @register_perturbation("pixelate", family="digital", reference=REF)
 def pixelate(x: Tensor, severity: int = 1, *, generator: torch.Generator | None = None) -> Tensor:
-    """Pixelate: Pillow box downsampling by 0.6..0.25 and nearest upsampling (8-bit grid, as Pillow)."""
+    """Pixelate: Pillow BOX downsampling by 0.6..0.25 and NEAREST upsampling of the 8-bit image -- Pillow's
+    fixed-point arithmetic reproduced exactly (the reference's output, as k / 255)."""
     c = [0.6, 0.5, 0.4, 0.3, 0.25][severity - 1]
     return K.pixelate_apply(x, c)
 
 
 @register_perturbation("jpeg_compression", family="digital", reference=REF)
 def jpeg_compression(x: Tensor, severity: int = 1, *, generator: torch.Generator | None = None) -> Tensor:
-    """JPEG round trip at quality 25..7 (4:2:0, IJG tables; batched torch codec, close to Pillow's)."""
+    """JPEG round trip at quality 25..7 through libjpeg, as the reference: Pillow's ``save(quality=q)`` of the
+    8-bit batch (one mosaic stream cut at restart markers), libjpeg decoding -- its output exactly."""
     q = [25, 18, 15, 10, 7][severity - 1]
     return K.jpeg_apply(x, q)
 
@@ -277,9 +344,11 @@ def jpeg_compression(x: Tensor, severity: int = 1, *, generator: torch.Generator
 def saturate(x: Tensor, severity: int = 1, *, generator: torch.Generator | None = None) -> Tensor:
     """Saturation (held-out digital corruption): HSV saturation ``s * c0 + c1``, clipped."""
     a, b = [(0.3, 0), (0.1, 0), (2, 0), (5, 0.1), (20, 0.2)][severity - 1]
-    hsv = K.rgb_to_hsv(x)
-    hsv = torch.stack([hsv[:, 0], (hsv[:, 1] * a + b).clamp(0, 1), hsv[:, 2]], 1)
-    return K.hsv_to_rgb(hsv).clamp(0, 1)
+
+    def edit(hsv: Tensor) -> Tensor:
+        return torch.stack([hsv[:, 0], (hsv[:, 1] * a + b).clamp(0, 1), hsv[:, 2]], 1)
+
+    return _hsv_edit(x, edit)
 
 
 CORRUPTIONS: tuple[str, ...] = (
