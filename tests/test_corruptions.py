@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 import torch
 
-import vlmkit.perturb._corruption_kernels as K
 import vlmkit.perturb.corruptions as C
+from vlmkit.perturb.kernels import blur, common, digital, weather
 from vlmkit.registry import PERTURBATIONS
 
 S = 64  # image side used throughout (real photos, resized)
@@ -161,7 +161,7 @@ def test_injected_motion_blur(ref, photos, x):
         np.random.seed(s)
         angles = [np.random.uniform(-45, 45) for _ in photos]  # the reference draws one angle per call
         r = run_ref(ref, "motion_blur", photos, s, seed=s)
-        y = K.motion_blur_apply(x, radius, sigma, torch.tensor(angles, dtype=torch.float64)).clamp(0, 1)
+        y = blur.motion_blur_apply(x, radius, sigma, torch.tensor(angles, dtype=torch.float64)).clamp(0, 1)
         assert np.abs(to_hwc(y) - r).max() < 1e-6, s
 
 
@@ -171,11 +171,11 @@ def test_injected_frost(ref, photos, x):
         idx, starts = [], []
         for _ in photos:
             i = np.random.randint(5)
-            th, tw = K.frost_texture(i, S, S, torch.device("cpu")).shape[-2:]
+            th, tw = weather.frost_texture(i, S, S, torch.device("cpu")).shape[-2:]
             starts.append((np.random.randint(0, th - S), np.random.randint(0, tw - S)))
             idx.append(i)
         r = run_ref(ref, "frost", photos, s, seed=10 + s)
-        d = np.abs(to_hwc(K.frost_apply(x, C._FROST[s - 1], idx, starts)) - r)
+        d = np.abs(to_hwc(weather.frost_apply(x, C._FROST[s - 1], idx, starts)) - r)
         # texture rescale: torch float bicubic vs cv2's fixed-point one, both rounded to 8 bit
         assert d.max() < 4 / 255 and d.mean() < 0.05 / 255, (s, d.max(), d.mean())
 
@@ -190,10 +190,10 @@ def test_injected_glass_blur(ref, photos, x):
             deltas.append(np.random.randint(-dd, dd, size=(iters, n, n, 2)))
         r = run_ref(ref, "glass_blur", photos, s, seed=20 + s)
         B = len(photos)
-        y = K.gaussian_filter(x, sigma, "nearest")
-        src = K.glass_shuffle_index(B, S, S, dd, iters, None, x.device, torch.from_numpy(np.stack(deltas)))
+        y = common.gaussian_filter(x, sigma, "nearest")
+        src = blur.glass_shuffle_index(B, S, S, dd, iters, None, x.device, torch.from_numpy(np.stack(deltas)))
         y = y.reshape(B, 3, -1).gather(2, src[:, None].expand(B, 3, S * S)).reshape(B, 3, S, S)
-        y = K.gaussian_filter(y, sigma, "nearest").clamp(0, 1)
+        y = common.gaussian_filter(y, sigma, "nearest").clamp(0, 1)
         d = np.abs(to_hwc(y) - r)
         # only the reference's intermediate uint8 truncation differs (mean bias 0.5 / 255)
         assert d.max() < 1.5 / 255 and d.mean() < 0.8 / 255, (s, d.max(), d.mean())
@@ -208,7 +208,7 @@ def test_injected_snow(ref, photos, x):
             fields.append(np.random.normal(size=(S, S), loc=c[0], scale=c[1]))
             angles.append(np.random.uniform(-135, -45))
         r = run_ref(ref, "snow", photos, s, seed=30 + s)
-        y = K.snow_apply(x, c, torch.from_numpy(np.stack(fields))[:, None], torch.tensor(angles))
+        y = weather.snow_apply(x, c, torch.from_numpy(np.stack(fields))[:, None], torch.tensor(angles))
         d = np.abs(to_hwc(y) - r)
         assert d.max() < 1.6 / 255 and d.mean() < 0.5 / 255, (s, d.max(), d.mean())  # layer not rounded to 8 bit
 
@@ -217,7 +217,7 @@ def test_injected_fog(ref, photos, x):
     for s in SEV:
         c0, decay = C._FOG[s - 1]
         np.random.seed(40 + s)
-        maps = [K.plasma_fractal(1, S, decay, None, torch.device("cpu"),
+        maps = [weather.plasma_fractal(1, S, decay, None, torch.device("cpu"),
                                  sampler=lambda shape: torch.from_numpy(np.random.uniform(-1, 1, shape)))
                 for _ in photos]
         r = run_ref(ref, "fog", photos, s, seed=40 + s)
@@ -234,7 +234,7 @@ def test_injected_elastic(ref, photos, x):
             ux.append(np.random.uniform(-m, m, size=(S, S)))
             uy.append(np.random.uniform(-m, m, size=(S, S)))
         r = run_ref(ref, "elastic_transform", photos, s, seed=50 + s)
-        y = K.elastic_apply(x.float(), C._ELASTIC[s - 1], torch.from_numpy(np.stack(ux))[:, None],
+        y = digital.elastic_apply(x.float(), C._ELASTIC[s - 1], torch.from_numpy(np.stack(ux))[:, None],
                             torch.from_numpy(np.stack(uy))[:, None])
         d = np.abs(to_hwc(y) - r)
         assert d.max() < 1e-3 and d.mean() < 1e-5, (s, d.max(), d.mean())
@@ -246,7 +246,7 @@ def test_injected_spatter(ref, photos, x):
         np.random.seed(60 + s)
         fields = [np.random.normal(size=(S, S), loc=c[0], scale=c[1]) for _ in photos]
         r = run_ref(ref, "spatter", photos, s, seed=60 + s)
-        y = K.spatter_apply(x.float(), c, torch.from_numpy(np.stack(fields))[:, None].float())
+        y = weather.spatter_apply(x.float(), c, torch.from_numpy(np.stack(fields))[:, None].float())
         d = np.abs(to_hwc(y) - r)
         # float32 vs float64 near the thresholds can move a few edge / blob pixels
         assert d.mean() < 1.0 / 255 and (d > 4 / 255).mean() < 0.02, (s, d.mean(), (d > 4 / 255).mean())
@@ -306,7 +306,7 @@ def test_glass_shuffle_displacement_statistics():
                     idx[h, w], idx[h + dy, w + dx] = idx[h + dy, w + dx], idx[h, w]  # views: a copy
         ref_disp.append((idx - np.stack(np.meshgrid(np.arange(H), np.arange(H), indexing="ij"), -1))[8:-8, 8:-8])
     ref_disp = np.concatenate(ref_disp).reshape(-1, 2)
-    src = K.glass_shuffle_index(3, H, H, d, iters, gen(0), torch.device("cpu"))
+    src = blur.glass_shuffle_index(3, H, H, d, iters, gen(0), torch.device("cpu"))
     sy, sx = src // H, src % H
     grid = torch.arange(H * H)
     ours = torch.stack([sy - grid // H, sx - grid % H], -1).reshape(3, H, H, 2)[:, 8:-8, 8:-8].reshape(-1, 2).numpy()
@@ -323,7 +323,7 @@ def test_plasma_fractal_statistics():
     ref = load_imagecorruptions()
     np.random.seed(0)
     theirs = np.stack([ref.plasma_fractal(64, 1.7) for _ in range(8)])
-    ours = K.plasma_fractal(8, 64, 1.7, gen(0), torch.device("cpu")).numpy()
+    ours = weather.plasma_fractal(8, 64, 1.7, gen(0), torch.device("cpu")).numpy()
     assert ours.min() == 0 and ours.max() == 1
     for f in (np.mean, np.std):
         assert abs(f(ours) - f(theirs)) < 0.25 * f(theirs)
@@ -348,7 +348,7 @@ def test_monotone_in_severity(ref, photos, x):
 
 def test_np_arange_matches_numpy():
     for args in C._ZOOMS:
-        assert np.array_equal(np.array(K.np_arange(*args)), np.arange(*args))
+        assert np.array_equal(np.array(blur.np_arange(*args)), np.arange(*args))
 
 
 def test_invalid_severity_rejected(x):
@@ -415,10 +415,10 @@ def test_pil_box_runs_and_nearest_map():
     from PIL import Image
 
     for n_in, n_out in [(224, 134), (224, 112), (224, 89), (224, 67), (53, 13), (9, 2)]:
-        starts, counts = K.pil_box_runs(n_in, n_out)
+        starts, counts = digital.pil_box_runs(n_in, n_out)
         assert starts[0] == 0 and all(a + n == b for a, n, b in zip(starts, counts, starts[1:]))
         assert starts[-1] + counts[-1] == n_in and max(counts) - min(counts) <= 1
-        idx = K.pil_nearest_index(n_out, n_in)
+        idx = digital.pil_nearest_index(n_out, n_in)
         row = Image.fromarray(np.arange(n_out, dtype=np.uint8)[None]).resize((n_in, 1), Image.NEAREST)  # n_out < 256
         assert list(idx) == np.asarray(row)[0].tolist()
 
@@ -432,14 +432,14 @@ def test_split_jpeg_mosaic_streams_decode_as_standalone():
     imgs = _random_u8(3, (32, 40), 7)
     buf = io.BytesIO()
     Image.fromarray(imgs.reshape(-1, 40, 3)).save(buf, "JPEG", quality=15, restart_marker_blocks=3 * 2)
-    streams = K.split_jpeg_mosaic(buf.getvalue(), 3, 32)
+    streams = digital.split_jpeg_mosaic(buf.getvalue(), 3, 32)
     assert streams is not None and len(streams) == 3
     for img, st in zip(imgs, streams):
         alone = io.BytesIO()
         Image.fromarray(img).save(alone, "JPEG", quality=15)
         assert np.array_equal(np.asarray(Image.open(io.BytesIO(st))), np.asarray(Image.open(alone)))
-    assert K.split_jpeg_mosaic(buf.getvalue(), 4, 32) is None  # not 4 images
-    assert K.split_jpeg_mosaic(b"not a jpeg", 1, 32) is None
+    assert digital.split_jpeg_mosaic(buf.getvalue(), 4, 32) is None  # not 4 images
+    assert digital.split_jpeg_mosaic(b"not a jpeg", 1, 32) is None
 
 
 # ---------------------------------------------------------------------------------------------- chunked draws
@@ -449,7 +449,7 @@ def test_split_jpeg_mosaic_streams_decode_as_standalone():
 
 def _big(x: torch.Tensor) -> torch.Tensor:
     xb = x.float().repeat(13, 1, 1, 1)  # 52 images of 64 px: more than one working chunk
-    assert xb.shape[0] > K.image_chunk(xb)
+    assert xb.shape[0] > common.image_chunk(xb)
     return xb
 
 
@@ -475,8 +475,8 @@ def test_shot_noise_draws_are_one_whole_batch_poisson(x):
 def test_plasma_chunked_draws_equal_whole_batch_draws():
     """The generator path (fills drawn a few images at a time) equals one whole-batch draw per fill."""
     g1, g2 = gen(3), gen(3)
-    a = K.plasma_fractal(20, 256, 1.7, g1, torch.device("cpu"))  # finest fills: 8 images per chunk
-    b = K.plasma_fractal(20, 256, 1.7, None, torch.device("cpu"),
+    a = weather.plasma_fractal(20, 256, 1.7, g1, torch.device("cpu"))  # finest fills: 8 images per chunk
+    b = weather.plasma_fractal(20, 256, 1.7, None, torch.device("cpu"),
                          sampler=lambda shape: torch.rand(shape, generator=g2, dtype=torch.float64) * 2 - 1)
     assert torch.equal(a, b) and float(a.amin()) == 0 and float(a.amax()) == 1
 
@@ -497,26 +497,27 @@ def test_spatter_blocks_match_opencv():
         liq[liq < c[3]] = 0
         l8 = (liq * 255).astype(np.uint8)
         edges = cv2.Canny(l8, 50, 150)
-        ours = K.canny(torch.from_numpy(l8).float()[None, None], 50.0, 150.0)[0, 0].numpy()
+        ours = weather.canny(torch.from_numpy(l8).float()[None, None], 50.0, 150.0)[0, 0].numpy()
         assert edges.any() and np.array_equal(edges > 0, ours), s
         dist = np.minimum(cv2.distanceTransform(255 - edges, cv2.DIST_L2, 5), 20)
-        d = K.chamfer_distance(torch.from_numpy(edges > 0)[None, None], 20.0)[0, 0].numpy()
+        d = weather.chamfer_distance(torch.from_numpy(edges > 0)[None, None], 20.0)[0, 0].numpy()
         assert np.abs(d - dist).max() < 2e-5 and np.abs(d - dist).mean() < 1e-6, s  # float32 ulps
-        blurred = K.box3(torch.from_numpy(dist)[None, None], "floor")[0, 0].numpy()
+        blurred = weather.box3(torch.from_numpy(dist)[None, None], "floor")[0, 0].numpy()
         assert np.array_equal(blurred.astype(np.uint8), cv2.blur(dist, (3, 3)).astype(np.uint8))
     u8 = rng.randint(0, 256, (30, 41)).astype(np.uint8)
     t8 = torch.from_numpy(u8).float()[None, None]
-    assert np.array_equal(K.box3(t8, "round", exact=torch.float32)[0, 0].numpy().astype(np.uint8), cv2.blur(u8, (3, 3)))
+    assert np.array_equal(weather.box3(t8, "round", exact=torch.float32)[0, 0].numpy().astype(np.uint8),
+                          cv2.blur(u8, (3, 3)))
     ker = np.array([[-2, -1, 0], [-1, 1, 1], [0, 1, 2]])
-    assert np.array_equal(K.emboss(t8)[0, 0].numpy().astype(np.uint8), cv2.filter2D(u8, cv2.CV_8U, ker))
+    assert np.array_equal(weather.emboss(t8)[0, 0].numpy().astype(np.uint8), cv2.filter2D(u8, cv2.CV_8U, ker))
 
 
 def test_chamfer_strips_equal_whole_image():
     """A small batch is worked in horizontal strips with halos: the truncated distances are unchanged."""
     z = torch.rand(2, 1, 150, 90, generator=gen(0)) < 0.003
-    assert K.chamfer_distance(z, 20.0).shape == (2, 1, 150, 90)
-    whole = torch.cat([K.chamfer_distance(z[i:i + 1].expand(40, -1, -1, -1), 20.0)[:1] for i in range(2)])
-    assert torch.equal(K.chamfer_distance(z, 20.0), whole)
+    assert weather.chamfer_distance(z, 20.0).shape == (2, 1, 150, 90)
+    whole = torch.cat([weather.chamfer_distance(z[i:i + 1].expand(40, -1, -1, -1), 20.0)[:1] for i in range(2)])
+    assert torch.equal(weather.chamfer_distance(z, 20.0), whole)
     assert float(whole.amax()) == 20.0 and float(whole.amin()) == 0.0
 
 
@@ -537,22 +538,22 @@ def test_defocus_kernel_crop_and_fft_length(x):
     """The cropped disk kernels drop only negligible weights, and FFT lengths are the smallest 2^a {1,3,5,15}."""
     xf = x.float()
     for r, ab in [(3, 0.1), (10, 0.5)]:
-        full = K.disk_kernel(r, ab, torch.float32, xf.device)
-        crop = K.crop_kernel(full)
+        full = blur.disk_kernel(r, ab, torch.float32, xf.device)
+        crop = blur.crop_kernel(full)
         assert crop.shape[0] < full.shape[0] or r == 10
-        assert (K.defocus_apply(xf, crop) - K.defocus_apply(xf, full)).abs().max() < 1e-6
+        assert (blur.defocus_apply(xf, crop) - blur.defocus_apply(xf, full)).abs().max() < 1e-6
     fast = sorted({f << a for f in (1, 3, 5, 15) for a in range(12)})
     for n in range(1, 700):
-        assert K.fft_length(n) == min(v for v in fast if v >= n)
+        assert common.fft_length(n) == min(v for v in fast if v >= n)
 
 
 def test_new_output_is_an_ordinary_tensor():
     big = torch.zeros(2, 3, 1024, 1024)  # 24 MiB: advised for huge pages
-    out = K.new_output(big)
+    out = common.new_output(big)
     assert out.shape == big.shape and out.dtype == big.dtype and out.is_contiguous()
     out.fill_(0.5)
     assert float(out.sum()) == 0.5 * big.numel()
-    small = K.new_output(big, (3, 2), torch.int32)
+    small = common.new_output(big, (3, 2), torch.int32)
     assert small.shape == (3, 2) and small.dtype == torch.int32
 
 

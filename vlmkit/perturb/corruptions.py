@@ -13,7 +13,7 @@ kernels are torch (CPU / CUDA), except the two corruptions that the reference de
 Pillow's) on the 8-bit batch, and ``pixelate`` reproduces Pillow's fixed-point BOX resampler and its
 NEAREST map exactly -- both equal the reference's output byte for byte.
 
-Speed on CPU: large batches are worked a few images at a time (:data:`~vlmkit.perturb._corruption_kernels.CHUNK_ELEMS`)
+Speed on CPU: large batches are worked a few images at a time (:data:`~vlmkit.perturb.kernels.common.CHUNK_ELEMS`)
 so that temporaries stay in cache and are recycled rather than page-faulted in afresh, and results are
 written into one output per call (advised for transparent huge pages on Linux); random draws on CPU are
 taken chunk by chunk in the same order, i.e. they are the values of the whole-batch draws.
@@ -26,7 +26,7 @@ where quantising *is* the corruption: ``jpeg_compression`` (8-bit JPEG round tri
 Randomness: every random draw comes from the ``generator`` (torch ops on ``x.device``), per image. The
 random corruptions follow the reference's *distributions* exactly (same fields, same shapes, same
 deterministic processing), not its numpy stream. glass_blur reproduces the reference's sequential
-pixel "swap" exactly (see :func:`~vlmkit.perturb._corruption_kernels.glass_shuffle_index`), batched.
+pixel "swap" exactly (see :func:`~vlmkit.perturb.kernels.blur.glass_shuffle_index`), batched.
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ from collections.abc import Callable
 
 import torch
 
-from vlmkit.perturb import _corruption_kernels as K
 from vlmkit.perturb.base import default_generator, register_perturbation
+from vlmkit.perturb.kernels import blur, common, digital, noise, weather
 
 Tensor = torch.Tensor
 REF = "imagecorruptions"
@@ -58,7 +58,7 @@ def _noise_chunks(x: Tensor) -> list[tuple[int, int]]:
     chunks whose sizes are multiples of 16 (all but the last, which keeps the whole draw's tail) give the
     same draws. One range (the whole batch) elsewhere or when the sizes do not allow it."""
     B, per = x.shape[0], x[0].numel() if x.shape[0] else 0
-    step = K.image_chunk(x)
+    step = common.image_chunk(x)
     if x.device.type != "cpu" or per < 16 or (step * per) % 16:
         step = max(B, 1)
     return [(b0, min(B, b0 + step)) for b0 in range(0, B, step)]
@@ -81,7 +81,7 @@ def gaussian_noise(x: Tensor, severity: int = 1, *, generator: torch.Generator |
     """
     c = [0.08, 0.12, 0.18, 0.26, 0.38][severity - 1]
     g = default_generator(x, generator)
-    out = K.new_output(x)
+    out = common.new_output(x)
     for b0, b1 in _noise_chunks(x):  # x + c * N(0, 1), clipped
         r = _randn(x, tuple(x[b0:b1].shape), g).mul_(c)
         torch.add(x[b0:b1], r, out=out[b0:b1]).clamp_(0, 1)
@@ -96,8 +96,8 @@ def shot_noise(x: Tensor, severity: int = 1, *, generator: torch.Generator | Non
     if x.device.type != "cpu":
         return (torch.poisson(x * c, generator=g) / c).clamp(0, 1)
     # CPU: a few images at a time (the generator samples values in order: the same draws as one call)
-    out = K.new_output(x)
-    step = K.image_chunk(x)
+    out = common.new_output(x)
+    step = common.image_chunk(x)
     for b0 in range(0, x.shape[0], step):
         torch.div(torch.poisson(x[b0:b0 + step] * c, generator=g), c, out=out[b0:b0 + step]).clamp_(0, 1)
     return out
@@ -108,7 +108,7 @@ def impulse_noise(x: Tensor, severity: int = 1, *, generator: torch.Generator | 
     """Salt-and-pepper noise on a fraction 0.03..0.27 of the values, half salt (skimage ``s&p``)."""
     c = [0.03, 0.06, 0.09, 0.17, 0.27][severity - 1]
     g = default_generator(x, generator)
-    return K.impulse_apply(x, c, g)
+    return noise.impulse_apply(x, c, g)
 
 
 @register_perturbation("speckle_noise", family="noise", reference=REF)
@@ -116,7 +116,7 @@ def speckle_noise(x: Tensor, severity: int = 1, *, generator: torch.Generator | 
     """Multiplicative Gaussian noise ``x + x * N(0, c)``, c = 0.15..0.6 (held-out noise corruption)."""
     c = [0.15, 0.2, 0.35, 0.45, 0.6][severity - 1]
     g = default_generator(x, generator)
-    out = K.new_output(x)
+    out = common.new_output(x)
     for b0, b1 in _noise_chunks(x):  # x + (x * c) * N(0, 1), clipped
         xb = x[b0:b1]
         t = torch.mul(xb, c).mul_(_randn(x, tuple(xb.shape), g))
@@ -131,7 +131,7 @@ def speckle_noise(x: Tensor, severity: int = 1, *, generator: torch.Generator | 
 def gaussian_blur(x: Tensor, severity: int = 1, *, generator: torch.Generator | None = None) -> Tensor:
     """Gaussian blur, sigma 1..6 px (truncate 4, edge-replicated borders, as skimage)."""
     c = [1, 2, 3, 4, 6][severity - 1]
-    return K.gaussian_blur_apply(x, float(c), "nearest")  # (B, 3, H, W)
+    return blur.gaussian_blur_apply(x, float(c), "nearest")  # (B, 3, H, W)
 
 
 @register_perturbation("defocus_blur", family="blur", reference=REF)
@@ -139,8 +139,8 @@ def defocus_blur(x: Tensor, severity: int = 1, *, generator: torch.Generator | N
     """Defocus: convolution with an anti-aliased disk of radius 3..10 px (OpenCV reflect-101 borders), by FFT
     one image at a time."""
     r, ab = [(3, 0.1), (4, 0.5), (6, 0.5), (8, 0.5), (10, 0.5)][severity - 1]
-    k = K.crop_kernel(K.disk_kernel(r, ab, x.dtype, x.device))  # 7x7 .. 21x21 (the 17x17 grid's empty ring cut)
-    return K.defocus_apply(x, k)
+    k = blur.crop_kernel(blur.disk_kernel(r, ab, x.dtype, x.device))  # 7x7 .. 21x21 (the 17x17 grid's empty ring cut)
+    return blur.defocus_apply(x, k)
 
 
 @register_perturbation("glass_blur", family="blur", reference=REF)
@@ -156,10 +156,10 @@ def glass_blur(x: Tensor, severity: int = 1, *, generator: torch.Generator | Non
     B, C, H, W = x.shape
     if B == 0:
         return x.clone()
-    y = K.gaussian_filter(x, sigma, "nearest")  # (B, 3, H, W)
-    src = K.glass_shuffle_index(B, H, W, d, iters, g, x.device)  # (B, H*W)
+    y = common.gaussian_filter(x, sigma, "nearest")  # (B, 3, H, W)
+    src = blur.glass_shuffle_index(B, H, W, d, iters, g, x.device)  # (B, H*W)
     y = y.reshape(B, C, H * W).gather(2, src[:, None].expand(B, C, H * W)).reshape(B, C, H, W)
-    return K.gaussian_filter(y, sigma, "nearest").clamp(0, 1)
+    return common.gaussian_filter(y, sigma, "nearest").clamp(0, 1)
 
 
 @register_perturbation("motion_blur", family="blur", reference=REF)
@@ -168,7 +168,7 @@ def motion_blur(x: Tensor, severity: int = 1, *, generator: torch.Generator | No
     radius, sigma = [(10, 3), (15, 5), (15, 8), (15, 12), (20, 15)][severity - 1]
     g = default_generator(x, generator)
     angle = torch.rand(x.shape[0], generator=g, device=x.device, dtype=torch.float64) * 90 - 45
-    return K.motion_blur_apply(x, radius, sigma, angle).clamp_(0, 1)
+    return blur.motion_blur_apply(x, radius, sigma, angle).clamp_(0, 1)
 
 
 _ZOOMS = [(1, 1.11, 0.01), (1, 1.16, 0.01), (1, 1.21, 0.02), (1, 1.26, 0.02), (1, 1.31, 0.03)]
@@ -177,14 +177,14 @@ _ZOOMS = [(1, 1.11, 0.01), (1, 1.16, 0.01), (1, 1.21, 0.02), (1, 1.26, 0.02), (1
 @register_perturbation("zoom_blur", family="blur", reference=REF)
 def zoom_blur(x: Tensor, severity: int = 1, *, generator: torch.Generator | None = None) -> Tensor:
     """Zoom blur: mean of the image and its centre zooms by 1 .. 1.1-1.3 (scipy order-1 zoom)."""
-    zooms = K.np_arange(*_ZOOMS[severity - 1])
-    out = K.new_output(x)
-    step = K.image_chunk(x)
+    zooms = blur.np_arange(*_ZOOMS[severity - 1])
+    out = common.new_output(x)
+    step = common.image_chunk(x)
     for b0 in range(0, x.shape[0], step):  # a few images at a time: the zoomed copies stay in cache
         xb = x[b0:b0 + step]
         acc = torch.zeros_like(xb)
         for z in zooms:
-            acc.add_(K.clipped_zoom(xb, z))
+            acc.add_(blur.clipped_zoom(xb, z))
         torch.add(xb, acc, out=out[b0:b0 + step]).div_(len(zooms) + 1).clamp_(0, 1)
     return out
 
@@ -205,7 +205,7 @@ def snow(x: Tensor, severity: int = 1, *, generator: torch.Generator | None = No
     B, _, H, W = x.shape
     field = c[0] + c[1] * _randn(x, (B, 1, H, W), g)
     angle = torch.rand(B, generator=g, device=x.device, dtype=torch.float64) * 90 - 135
-    return K.snow_apply(x, c, field, angle)
+    return weather.snow_apply(x, c, field, angle)
 
 
 _FROST = [(1, 0.4), (0.8, 0.6), (0.7, 0.7), (0.65, 0.7), (0.6, 0.75)]
@@ -224,9 +224,9 @@ def frost(x: Tensor, severity: int = 1, *, generator: torch.Generator | None = N
     idx = (u[:, 0] * 5).long().clamp(max=4).tolist()
     starts = []
     for b, i in enumerate(idx):
-        th, tw = K.frost_texture(i, H, W, x.device).shape[-2:]
+        th, tw = weather.frost_texture(i, H, W, x.device).shape[-2:]
         starts.append((min(int(u[b, 1] * (th - H)), th - H - 1), min(int(u[b, 2] * (tw - W)), tw - W - 1)))
-    return K.frost_apply(x, c, idx, starts)
+    return weather.frost_apply(x, c, idx, starts)
 
 
 _FOG = [(1.5, 2), (2.0, 2), (2.5, 1.7), (2.5, 1.5), (3.0, 1.4)]
@@ -241,7 +241,7 @@ def fog(x: Tensor, severity: int = 1, *, generator: torch.Generator | None = Non
     B, _, H, W = x.shape
     side = max(H, W, 3)
     mapsize = 1 << (side - 1).bit_length()
-    plasma = K.plasma_fractal(B, mapsize, decay, g, x.device)[:, None, :H, :W]  # (B, 1, H, W) float64
+    plasma = weather.plasma_fractal(B, mapsize, decay, g, x.device)[:, None, :H, :W]  # (B, 1, H, W) float64
     return fog_apply(x, c0, plasma)
 
 
@@ -249,8 +249,8 @@ def fog_apply(x: Tensor, c0: float, plasma: Tensor) -> Tensor:
     """Deterministic part of :func:`fog` given the (B, 1, H, W) plasma map (any float dtype; used as
     ``x.dtype``): ``clip((x + c0 * plasma) * max / (max + c0))`` with ``max`` per image, a few images at a
     time."""
-    out = K.new_output(x)
-    step = K.image_chunk(x)
+    out = common.new_output(x)
+    step = common.image_chunk(x)
     for b0 in range(0, x.shape[0], step):
         xb, ob = x[b0:b0 + step], out[b0:b0 + step]
         mx = xb.amax((1, 2, 3), keepdim=True)
@@ -260,10 +260,10 @@ def fog_apply(x: Tensor, c0: float, plasma: Tensor) -> Tensor:
 
 def _hsv_edit(x: Tensor, edit: Callable[[Tensor], Tensor]) -> Tensor:
     """``hsv_to_rgb(edit(rgb_to_hsv(x)))`` clipped to [0, 1], a few images at a time."""
-    out = K.new_output(x)
-    step = K.image_chunk(x)
+    out = common.new_output(x)
+    step = common.image_chunk(x)
     for b0 in range(0, x.shape[0], step):
-        torch.clamp(K.hsv_to_rgb(edit(K.rgb_to_hsv(x[b0:b0 + step]))), 0, 1, out=out[b0:b0 + step])
+        torch.clamp(common.hsv_to_rgb(edit(common.rgb_to_hsv(x[b0:b0 + step]))), 0, 1, out=out[b0:b0 + step])
     return out
 
 
@@ -290,7 +290,7 @@ def spatter(x: Tensor, severity: int = 1, *, generator: torch.Generator | None =
     g = default_generator(x, generator)
     B, _, H, W = x.shape
     field = c[0] + c[1] * torch.randn((B, 1, H, W), generator=g, device=x.device, dtype=torch.float32)
-    return K.spatter_apply(x, c, field)
+    return weather.spatter_apply(x, c, field)
 
 
 # ============================================================================================== digital
@@ -300,8 +300,8 @@ def spatter(x: Tensor, severity: int = 1, *, generator: torch.Generator | None =
 def contrast(x: Tensor, severity: int = 1, *, generator: torch.Generator | None = None) -> Tensor:
     """Contrast: ``(x - mean) * c + mean`` per image and channel, c = 0.4..0.05."""
     c = [0.4, 0.3, 0.2, 0.1, 0.05][severity - 1]
-    out = K.new_output(x)
-    step = K.image_chunk(x)
+    out = common.new_output(x)
+    step = common.image_chunk(x)
     for b0 in range(0, x.shape[0], step):
         xb = x[b0:b0 + step]
         m = xb.mean((2, 3), keepdim=True)  # (b, 3, 1, 1)
@@ -321,7 +321,7 @@ def elastic_transform(x: Tensor, severity: int = 1, *, generator: torch.Generato
     m = H * 0.005
     ux = (torch.rand((B, 1, H, W), generator=g, device=x.device, dtype=torch.float64) * 2 - 1) * m
     uy = (torch.rand((B, 1, H, W), generator=g, device=x.device, dtype=torch.float64) * 2 - 1) * m
-    return K.elastic_apply(x, _ELASTIC[severity - 1], ux, uy)
+    return digital.elastic_apply(x, _ELASTIC[severity - 1], ux, uy)
 
 
 @register_perturbation("pixelate", family="digital", reference=REF)
@@ -329,7 +329,7 @@ def pixelate(x: Tensor, severity: int = 1, *, generator: torch.Generator | None 
     """Pixelate: Pillow BOX downsampling by 0.6..0.25 and NEAREST upsampling of the 8-bit image -- Pillow's
     fixed-point arithmetic reproduced exactly (the reference's output, as k / 255)."""
     c = [0.6, 0.5, 0.4, 0.3, 0.25][severity - 1]
-    return K.pixelate_apply(x, c)
+    return digital.pixelate_apply(x, c)
 
 
 @register_perturbation("jpeg_compression", family="digital", reference=REF)
@@ -337,7 +337,7 @@ def jpeg_compression(x: Tensor, severity: int = 1, *, generator: torch.Generator
     """JPEG round trip at quality 25..7 through libjpeg, as the reference: Pillow's ``save(quality=q)`` of the
     8-bit batch (one mosaic stream cut at restart markers), libjpeg decoding -- its output exactly."""
     q = [25, 18, 15, 10, 7][severity - 1]
-    return K.jpeg_apply(x, q)
+    return digital.jpeg_apply(x, q)
 
 
 @register_perturbation("saturate", family="digital", reference=REF)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from vlmkit.errors import InputError
-from vlmkit.perturb import _corruption_kernels as K
+from vlmkit.perturb.kernels import common
 from vlmkit.perturb.masks.base import check_ids, check_masks, list_mask_corruptions
 from vlmkit.registry import MASK_CORRUPTIONS
 from vlmkit.validate import check_images
@@ -134,7 +134,7 @@ def render_blur_dropped(images: Tensor, clean_masks: Tensor, corrupted_masks: Te
     hole = dropped_pixels(clean_masks, corrupted_masks, background, ignore_index).unsqueeze(1)  # (B, 1, H, W)
     if not bool(hole.any()):
         return images.clone()
-    blurred = K.gaussian_filter(images, float(sigma), mode="nearest").clamp(0.0, 1.0)
+    blurred = common.gaussian_filter(images, float(sigma), mode="nearest").clamp(0.0, 1.0)
     return torch.where(hole, blurred, images)
 
 

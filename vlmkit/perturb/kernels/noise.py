@@ -1,0 +1,45 @@
+"""Noise kernels of ImageNet-C (Hendrycks & Dietterich 2019) that need more than one draw and a blend.
+
+Gaussian, shot and speckle noise (one field each) are drawn and applied in :mod:`vlmkit.perturb.corruptions`;
+here is impulse (salt-and-pepper) noise, skimage's ``random_noise(mode='s&p')``, whose two uniform fields
+are drawn chunk by chunk on CPU into one small buffer with exactly the values of two whole-batch draws.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from vlmkit.perturb.kernels.common import image_chunk, new_output
+
+Tensor = torch.Tensor
+
+# ----------------------------------------------------------------------------------------- noise
+
+
+def impulse_apply(x: Tensor, amount: float, generator: torch.Generator) -> Tensor:
+    """skimage ``random_noise(mode='s&p', amount)``: a value is replaced (``U < amount``) by 1 or 0 (``U' < 0.5``).
+
+    The two uniform fields are ``torch.rand(x.shape)`` twice from ``generator`` (all of the first, then all
+    of the second). On CPU they are drawn a few images at a time into one small buffer: the CPU generator
+    fills values in order, so the draws and the result are bit-identical to two whole-batch ``torch.rand``
+    calls and ``torch.where``. The first field's 0/1 "flipped" mask is parked in the output itself, which
+    the second sweep then overwrites with ``lerp(x, salted, flipped)`` (exact for 0/1 weights).
+    Elsewhere (CUDA's counter-based generator numbers values per call) both fields are drawn whole.
+    """
+    if x.device.type != "cpu":
+        flipped = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) < amount
+        salted = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) < 0.5
+        return torch.where(flipped, salted.to(x.dtype), x)
+    B = x.shape[0]
+    step = image_chunk(x)
+    out = new_output(x)
+    u = torch.empty((min(step, B),) + tuple(x.shape[1:]), dtype=x.dtype)
+    for b0 in range(0, B, step):  # first field -> flipped (0/1), kept in ``out``
+        b1 = min(B, b0 + step)
+        torch.lt(u[:b1 - b0].uniform_(generator=generator), amount, out=out[b0:b1])
+    for b0 in range(0, B, step):  # second field -> salted (0/1), then the blend
+        b1 = min(B, b0 + step)
+        f, v = out[b0:b1], u[:b1 - b0]
+        torch.lt(v.uniform_(generator=generator), 0.5, out=v)
+        torch.lerp(x[b0:b1], v, f, out=f)  # exact for 0/1 weights: x where not flipped, salted where flipped
+    return out
