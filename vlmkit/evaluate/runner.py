@@ -5,7 +5,9 @@ For every task (:class:`~vlmkit.evaluate.task.Task`) the runner owns:
 * **the images of a cell**: clean, a perturbation through :meth:`Cell.apply` (image ``i`` draws from
   ``derive_seed(seed, cell.key, i)``), or an attack with the task's objective and one generator per
   image for its random start — so the numbers do not depend on the batch size, the worker count or
-  the executor;
+  the executor; a transfer cell's images are a source runner's white-box images (crafted once per
+  source, shared cache), and a text cell measures the clean outputs against re-encoded perturbed texts;
+* **the cost of an attack cell**: forward and backward passes and seconds per image, in its rows;
 * **the run key**: a hash of everything that changes the numbers (task and its options, model name
   and weights fingerprint, precision, dataset content and subset, texts, templates, image size, seed,
   engine version). Per-image outputs are cached under ``hash(run key, cell key)`` and finished cells
