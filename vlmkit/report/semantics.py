@@ -8,11 +8,18 @@ correlations of :func:`vlmkit.evaluate.semantics.perception_semantics` with a sc
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import matplotlib.pyplot as plt
 import pandas as pd
 
 from vlmkit.evaluate.semantics import cell_measures, perception_semantics
 from vlmkit.report.studies import Section, shown
+
+if TYPE_CHECKING:
+    import torch
+
+    from vlmkit.evaluate.cells import Cell
 
 #: The headline columns, in order.
 HEADLINE = ("miou_mean", "psnr_mean", "chair_i", "chair_s", "recall", "omission_rate", "safety_omission_rate",
@@ -63,7 +70,14 @@ def semantics_section(df: pd.DataFrame, n_boot: int = 500) -> Section | None:
     return Section("semantics", "Semantic misalignment under perceptual degradation", text, table, draw)
 
 
-def caption_gallery(images: "torch.Tensor", captions: "list[str]", titles: "list[str]", ncols: int = 4,
+def cell_title(cell: Cell) -> str:
+    """A short title: ``erode · ΔmIoU 0.05`` for a calibrated mask-corruption cell, else the cell's label."""
+    if cell.kind == "perturbation" and cell.name == "mask_corruption":
+        return f"{cell.params.get('corruption')} · ΔmIoU {cell.params.get('miou_drop')}"
+    return cell.label()
+
+
+def caption_gallery(images: torch.Tensor, captions: list[str], titles: list[str], ncols: int = 4,
                     width: int = 34) -> plt.Figure:
     """Images ``(N, 3, H, W)`` in [0, 1] with their captions below (wrapped) and a title each."""
     import textwrap
@@ -81,4 +95,4 @@ def caption_gallery(images: "torch.Tensor", captions: "list[str]", titles: "list
     return fig
 
 
-__all__ = ["HEADLINE", "caption_gallery", "semantics_section"]
+__all__ = ["HEADLINE", "caption_gallery", "cell_title", "semantics_section"]

@@ -138,7 +138,7 @@ class CaptionNLL:
 
 
 @TASKS.register("captioning", kind="grid", dataset="CaptionSet",
-                models="toycap:vit, BLIP-2, LLaVA, Qwen-VL (hf:...)")
+                models="toycap:rn, BLIP-2, LLaVA, Qwen-VL (hf:...)")
 class CaptioningTask(Task):
     """Captions, hallucination, omission and safety judgments under perturbation (see the module docstring).
 
