@@ -110,6 +110,10 @@ class DualEncoderTask(Task):
         """Targets ``(T, D)`` of (perturbed) texts: caption embeddings, or class embeddings."""
         raise NotImplementedError
 
+    def applies(self, cell: Cell) -> bool:
+        """A text cell applies when it perturbs this task's texts (no ``target``: the task's own)."""
+        return cell.kind != "text" or cell.params.get("target", self.text_targets_allowed[0]) in self.text_targets_allowed
+
     def text_view(self, model: VLM, data: TaskData, cell: Cell, seed: int, cache: Any) -> TaskData:
         """``data`` as a text cell sees it: its texts perturbed — text ``i`` from
         ``derive_seed(seed, cell.key, i)`` (:func:`vlmkit.perturb.text.perturb_texts`) — and re-encoded; the

@@ -288,6 +288,9 @@ class Runner:
     def run(self, cells: Sequence[Cell]) -> list[str]:
         """Evaluate the clean cell and ``cells``; returns the run's cell keys (family rows included)."""
         self.task.check_cells(cells)
+        # a text cell for another task's texts (class names on a retrieval set) does not apply here: skipped, so
+        # one cell list serves a notebook's retrieval and zero-shot sets alike
+        cells = [c for c in cells if c.kind != "text" or self.task.applies(c)]
         todo = [CLEAN] + [c for c in cells if c.kind != "clean"]
         for cell in tqdm(todo, desc=f"{self.model_name} × {self.dataset_name}", disable=not self.progress):
             done = self.store.is_done(self.store_model, self.dataset_name, self.store_key, cell.key)

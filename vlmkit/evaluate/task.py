@@ -97,6 +97,10 @@ class Task(abc.ABC):
         """Keywords offered to perturbations of images ``index`` (e.g. ``classnames``, ``labels``)."""
         return {}
 
+    def applies(self, cell: Cell) -> bool:
+        """Whether the task measures ``cell`` (a text cell names the texts it perturbs); True by default."""
+        return True
+
     def row_columns(self, out: dict[str, torch.Tensor]) -> dict[str, Any]:
         """Extra columns of a cell's rows from its outputs (captioning: the captions), none by default."""
         return {}
