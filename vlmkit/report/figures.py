@@ -205,6 +205,8 @@ def item_titles(dataset: object, indices: Sequence[int], width: int = 28) -> lis
     for i in indices:
         if hasattr(dataset, "image_to_texts"):  # captioned images
             t = dataset.captions[dataset.image_to_texts[i][0]]
+        elif hasattr(dataset, "references") and hasattr(dataset, "objects"):  # caption sets: reference or objects
+            t = dataset.references[i][0] if dataset.references[i] else ", ".join(dataset.objects[i]) or "(no object)"
         elif hasattr(dataset, "attack_words"):  # typographic
             t = f"{dataset.true_classnames[i]} / '{dataset.attack_words[i]}'"
         elif hasattr(dataset, "prompts"):  # segmentation
