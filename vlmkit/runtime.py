@@ -19,6 +19,7 @@ import json
 import os
 import random
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -35,14 +36,12 @@ _DTYPES: dict[str, torch.dtype] = {
 }
 
 
-def cache_root() -> "Path":
+def cache_root() -> Path:
     """The content-keyed cache shared by every notebook, grid run and process of a user: ``$VLMKIT_CACHE``
     or ``~/.cache/vlmkit``. Decoded images (``images/``) and prepared per-model tensors such as text
     embeddings (``tensors/``) live there under keys made of content hashes and model fingerprints only, so
     the same captions are encoded once per model whatever notebook, output folder or run asks.
     """
-    from pathlib import Path
-
     root = os.environ.get("VLMKIT_CACHE")
     return Path(root).expanduser() if root else Path.home() / ".cache" / "vlmkit"
 
