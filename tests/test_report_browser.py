@@ -108,7 +108,7 @@ def test_each_study_section_renders(report, tmp_path):
     _chromium()
     page = report.read_text()
     keys = re.findall(r'<h2 id="(\w+)">', page)
-    assert keys == ["frequency", "corruptions", "natural", "instability", "comparisons", "appendix"]
+    assert keys == ["frequency", "corruptions", "natural", "instability", "attacks", "comparisons", "appendix"]
     assert page.index('<h2 id="frequency">') < page.index("<details>"), "the full table is an appendix, after the studies"
     head = page[: page.index("<body>") + len("<body>")]
     for key, nxt in zip(keys, keys[1:]):
