@@ -89,3 +89,19 @@ def test_study_grid_toy_variant_end_to_end(grid, unseen, tmp_path, caplog):
     assert f'<h2 id="{section}">' in page
     for src in re.findall(r'<img src="([^"]+)"', page):
         assert (tmp_path / grid / "report" / src).is_file()
+
+
+def test_semantic_misalignment_grid_toy_variant_end_to_end(unseen, tmp_path):
+    """seed004: the toy captioner on toy scenes under pixel and calibrated mask-corruption cells; the report
+    shows the perception-vs-semantics section. ``--data`` adds COCO captions, which no offline captioner reads
+    (``photo_captioners`` is empty): they are loaded and skipped, not an error."""
+    grid = "seed004_semantic_misalignment"
+    results = run_grid(grid_path(grid), out_root=tmp_path, only=["toy"], extra={"data_path": str(unseen)},
+                       overrides={"n_images": 8, "miou_drops": [0.1, 0.3], "severities": [3]}, progress=False)
+    assert [r.status for r in results] == ["done"], [(r.failed_notebook, r.error) for r in results]
+    df = pd.read_parquet(tmp_path / grid / "grid_results.parquet")
+    assert set(df.model) == {"toycap:rn"} and set(df.dataset) == {"toy-captions"}
+    assert {"chair_i", "omission_rate", "safety_flip_rate", "caption_drift_mean", "miou_mean"} <= set(df.metric)
+    assert (df[df.label.str.startswith("mask_corruption") & (df.metric == "miou_mean")].value < 1).all()
+    page = build_report(tmp_path / grid).read_text()
+    assert '<h2 id="semantics">' in page

@@ -29,7 +29,7 @@ from vlmkit.results import COLUMNS
 from vlmkit.runtime import make_generator
 
 #: Model families trained on the toy world only.
-TOY_FAMILIES = ("toy",)
+TOY_FAMILIES = ("toy", "toycap")
 
 
 def is_toy_model(model: str | Any) -> bool:
