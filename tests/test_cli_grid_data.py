@@ -51,7 +51,7 @@ def test_notebooks_command_copies_the_packaged_notebooks_and_refuses_to_overwrit
     from vlmkit.grid.notebooks import packaged_notebooks
 
     shipped = sorted(p.name for p in packaged_notebooks().glob("*.ipynb"))
-    assert len(shipped) == 6
+    assert len(shipped) == 7
     dest = tmp_path / "my-notebooks"
     assert main(["notebooks", str(dest)]) == 0
     assert sorted(p.name for p in dest.iterdir()) == shipped
