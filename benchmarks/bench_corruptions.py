@@ -14,7 +14,9 @@ severity: codec/filter initialisation, caches). vlmkit runs on ``--threads`` (1)
 single-threaded reference. Printed: a corruption x severity table (vlmkit ms/img,
 reference ms/img, ratio = reference / vlmkit), per corruption its total ratio and its minimum ratio over the
 severities, the overall ratio (sum of reference time / sum of vlmkit time) and the smallest cell ratio, and
-the machine load (``os.getloadavg()``) at the start and the end.
+the machine load (``os.getloadavg()``) at the start and the end. Both sides run in one process under the
+allocator policy ``import vlmkit`` sets (:mod:`vlmkit.allocator`: freed batch buffers are reused from the
+heap rather than page-faulted afresh); ``VLMKIT_MALLOC=system`` measures on glibc's defaults instead.
 
     python benchmarks/bench_corruptions.py --data ../shared/data [--threads 0] [--severities 1,3,5]
         [--names pixelate,jpeg_compression] [--device cuda] [--ref-images 8] [--repeats 3]
@@ -36,7 +38,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
-import vlmkit.perturb.corruptions as C  # after the path set-up
+import vlmkit.allocator  # noqa: E402 -- after the path set-up
+import vlmkit.perturb.corruptions as C  # noqa: E402
 
 
 def load_photos(data: Path, n: int, size: int) -> np.ndarray:
@@ -130,6 +133,8 @@ def main() -> None:
     print()
     print(f"device={args.device} threads={torch.get_num_threads()} batch={args.batch} (one call per cell) "
           f"size={args.size}px severities={','.join(map(str, sevs))} best of {args.repeats}")
+    print(f"allocator: vlmkit.allocator tuned={vlmkit.allocator.tune_allocator()} for both sides (same process; "
+          f"VLMKIT_MALLOC=system runs on glibc's defaults)")
     if ref is not None:
         print(f"reference: imagecorruptions 1.1.2 image by image on {args.ref_images} of the {args.batch} photos; "
               f"ms per image = its time / {args.ref_images} (extrapolated to the batch)")

@@ -392,12 +392,20 @@ def _ref_u8(ref, name: str, imgs: np.ndarray, s: int) -> np.ndarray:
     return np.stack([np.asarray(getattr(ref, name)(Image.fromarray(p), s)) for p in imgs])
 
 
-@pytest.mark.parametrize("name", ["pixelate", "jpeg_compression"])
-def test_pil_kernels_equal_reference_exactly(name: str, ref, photos, x):
+def _pixelate_torch(x: torch.Tensor, s: int) -> torch.Tensor:
+    """The whole-tensor torch path (what CUDA batches run), here on CPU."""
+    return digital.pixelate_torch(x, [0.6, 0.5, 0.4, 0.3, 0.25][s - 1])
+
+
+@pytest.mark.parametrize("name,fn", [("pixelate", C.pixelate), ("pixelate", _pixelate_torch),
+                                     ("jpeg_compression", C.jpeg_compression)],
+                         ids=["pixelate-native", "pixelate-torch", "jpeg-native"])
+def test_pil_kernels_equal_reference_exactly(name: str, fn, ref, photos, x):
     """Real photos (64 px: the mosaic JPEG path) and odd sizes (uneven box runs, per-image JPEG streams,
-    non-multiple-of-16 heights, a single image) give the reference's 8-bit output exactly, as k / 255."""
+    non-multiple-of-16 heights, a single image) give the reference's 8-bit output exactly, as k / 255 --
+    through the compiled CPU loops (vlmkit.perturb.kernels.native) and through the torch path CUDA runs."""
     for s in SEV:
-        y = getattr(C, name)(x.float(), s)
+        y = fn(x.float(), s)
         assert torch.equal(y * 255, torch.round(y * 255)), (name, s)  # on the 8-bit grid
         assert np.array_equal(_u8(y), _ref_u8(ref, name, photos, s)), (name, s)
     for i, hw in enumerate(ODD_SIZES):
@@ -407,7 +415,25 @@ def test_pil_kernels_equal_reference_exactly(name: str, ref, photos, x):
             c = [0.6, 0.5, 0.4, 0.3, 0.25][s - 1]
             if name == "pixelate" and min(int(hw[0] * c), int(hw[1] * c)) == 0:
                 continue  # Pillow refuses a 0-px resize
-            assert np.array_equal(_u8(getattr(C, name)(xi, s)), _ref_u8(ref, name, imgs, s)), (name, hw, s)
+            assert np.array_equal(_u8(fn(xi, s)), _ref_u8(ref, name, imgs, s)), (name, hw, s)
+
+
+def test_native_kernels_split_over_threads_and_keep_dtype(x):
+    """The batch split over torch threads gives the single-thread bytes; float64 input comes back float64 with
+    the float32 result's values; an empty batch is an empty result."""
+    xs = x.float()[:5]
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = [C.pixelate(xs, 2), C.jpeg_compression(xs, 3)]
+        torch.set_num_threads(3)
+        three = [C.pixelate(xs, 2), C.jpeg_compression(xs, 3)]
+    finally:
+        torch.set_num_threads(old)
+    assert all(torch.equal(a, b) for a, b in zip(one, three))
+    y = C.pixelate(xs.double(), 2)
+    assert y.dtype == torch.float64 and torch.equal(y, one[0].double())
+    assert C.jpeg_compression(xs[:0], 1).shape == (0, *xs.shape[1:])
 
 
 def test_pil_box_runs_and_nearest_map():

@@ -170,3 +170,35 @@ def test_seeds_make_runs_repeatable():
     assert torch.equal(torch.rand(4, generator=g1), torch.rand(4, generator=g2))
     with pytest.raises(ValueError, match="non-negative int"):
         make_generator(-1)
+
+
+_REUSE_PROBE = textwrap.dedent("""
+    import os, resource, sys
+    import vlmkit, vlmkit.allocator as a
+    import torch
+    def faults_of_fresh_batch():
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        torch.empty(64, 3, 224, 224).fill_(1.0)  # 38.5 MB, freed at once
+        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+    for _ in range(12):  # steady state: the small chunks posix_memalign splits off fill glibc's tcache first
+        faults_of_fresh_batch()
+    print(a.tune_allocator(), min(faults_of_fresh_batch() for _ in range(3)))
+""")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt: Linux only")
+def test_allocator_reuses_freed_batches_and_opts_out():
+    """Under the policy ``import vlmkit`` sets, freed 38.5 MB batches are reused: after a few rounds, allocating
+    and filling the next one costs (almost) no page faults -- 9,400 4-KiB pages when each is mapped afresh, as
+    glibc's defaults do. ``VLMKIT_MALLOC=system`` leaves the C library alone (tune_allocator reports False)."""
+    import os
+
+    def probe(**env: str) -> tuple[str, int]:
+        e = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")} | env
+        out = subprocess.run([sys.executable, "-c", _REUSE_PROBE], capture_output=True, text=True, env=e, check=True)
+        tuned, faults = out.stdout.split()
+        return tuned, int(faults)
+
+    tuned, faults = probe()
+    assert tuned == "True" and faults < 200, faults
+    assert probe(VLMKIT_MALLOC="system")[0] == "False"

@@ -6,7 +6,8 @@ The package holds all logic; notebooks hold parameters, calls and plots. Public 
     vlm = vlmkit.load_model("toy:vit")            # or "open_clip:ViT-B-32/laion2b_s34b_b79k", "hf:..."
     emb = vlm.encode_image(x)                      # x: float (B, 3, H, W) in [0, 1]
 
-``import vlmkit`` is light: it imports the error types and the (lazy) registries only. The model and
+``import vlmkit`` is light: it imports the error types and the (lazy) registries only, and sets the
+process's allocator policy (:mod:`vlmkit.allocator`; ``VLMKIT_MALLOC=system`` opts out). The model and
 runtime names below (``load_model``, ``VLM``, ``seed_everything`` ...) and the sub-packages
 (``vlmkit.tasks``, ``vlmkit.perturb`` ...) are imported on first attribute access.
 
@@ -30,6 +31,7 @@ from vlmkit.errors import (
     VLMKitError,
     WeightsNotFoundError,
 )
+from vlmkit.allocator import tune_allocator
 from vlmkit.registry import (
     ATTACKS,
     METRICS,
@@ -49,6 +51,8 @@ from vlmkit.registry import (
 if TYPE_CHECKING:  # the lazy names, for type checkers and IDEs
     from vlmkit.models import VLM, VisionTokens, create_model, list_model_families, list_models, load_model
     from vlmkit.runtime import autocast, make_generator, resolve_device, resolve_dtype, seed_everything
+
+tune_allocator()  # batch-sized CPU buffers reused from the heap, not page-faulted afresh: see vlmkit.allocator
 
 #: Public names imported from a sub-module on first access (each pulls in torch).
 _LAZY: dict[str, str] = {
@@ -87,7 +91,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
-    "__version__", "VLM", "VisionTokens", "load_model", "create_model", "list_models", "list_model_families",
+    "__version__", "tune_allocator", "VLM", "VisionTokens", "load_model", "create_model", "list_models", "list_model_families",
     "Registry", "MODELS", "PERTURBATIONS", "ATTACKS", "METRICS", "TASKS", "list_perturbations",
     "resolve_perturbations",    "create_perturbation", "list_attacks", "create_attack", "list_metrics", "create_metric", "resolve_device",
     "resolve_dtype", "autocast", "seed_everything", "make_generator", "VLMKitError", "DataError",

@@ -3,7 +3,8 @@
 Elastic transform smooths its displacement fields with :func:`~vlmkit.perturb.kernels.common.taps_filter`
 and resamples bilinearly; pixelate reproduces Pillow's fixed-point BOX resampler (:func:`pil_box_runs`)
 and its NEAREST map (:func:`pil_nearest_index`) exactly; the JPEG round trip calls libjpeg (Pillow's
-encoder, torchvision's or Pillow's decoder) on the 8-bit batch. Contrast, brightness and saturate are
+encoder, torchvision's or Pillow's decoder) on the 8-bit batch. On CPU both run their per-pixel loops in
+:mod:`.native` (compiled, one pass per plane); pixelate on other devices runs :func:`pixelate_torch`. Contrast, brightness and saturate are
 element-wise or colour-space edits done in :mod:`vlmkit.perturb.corruptions` with
 :mod:`~vlmkit.perturb.kernels.common`'s colour conversions.
 """
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vlmkit.perturb.kernels import native
 from vlmkit.perturb.kernels.common import gaussian_kernel1d, image_chunk, new_output, taps_filter
 
 Tensor = torch.Tensor
@@ -151,7 +153,39 @@ def _box_pass(q: Tensor, dim: int, n_out: int, sec: Tensor | None = None, out: T
 
 def pixelate_apply(x: Tensor, c: float) -> Tensor:
     """Pillow ``resize(BOX)`` to ``int(side * c)`` then ``resize(NEAREST)`` back, as the reference does on its
-    8-bit image: the input is rounded to 8 bit, each BOX pass (horizontal, then vertical) rounds as Pillow's
+    8-bit image ``rint(255 x)``: the reference's output exactly, as k / 255.
+
+    On CPU the batch runs through :func:`.native.pixelate_planes` (float32; split over ``torch.get_num_threads()``
+    threads, the loops release the GIL); on other devices through :func:`pixelate_torch`.
+    """
+    if x.device.type != "cpu":
+        return pixelate_torch(x, c)
+    B, _, H, W = x.shape
+    h, w = max(1, int(H * c)), max(1, int(W * c))
+    xc = x.detach().to(torch.float32).contiguous()
+    out = new_output(xc)
+    native.compile_kernels()
+    _over_threads(B, lambda b0, b1: native.pixelate_planes(xc[b0:b1].numpy(), out[b0:b1].numpy(), h, w))
+    return out if x.dtype == torch.float32 else out.to(x.dtype)
+
+
+def _over_threads(n: int, fn: Callable[[int, int], None], most: int | None = None) -> None:
+    """``fn(b0, b1)`` over ``n`` items split in one group per torch thread (at most ``most`` items a group),
+    in parallel on the kernels' thread pool (its loops release the GIL)."""
+    if n == 0:
+        return
+    workers = max(1, min(torch.get_num_threads(), n))
+    size = min(most or n, -(-n // workers))
+    groups = [(b0, min(n, b0 + size)) for b0 in range(0, n, size)]
+    if workers > 1 and len(groups) > 1:
+        list(_pool(workers).map(lambda g: fn(*g), groups))
+    else:
+        for b0, b1 in groups:
+            fn(b0, b1)
+
+
+def pixelate_torch(x: Tensor, c: float) -> Tensor:
+    """:func:`pixelate_apply` with whole-tensor torch ops (any device; CUDA batches run here): the input is rounded to 8 bit, each BOX pass (horizontal, then vertical) rounds as Pillow's
     fixed-point resampler (:func:`_box_pass`), and the nearest-neighbour map is Pillow's own
     (:func:`pil_nearest_index`) -- the result equals Pillow's, as k / 255. Worked a few images at a time in
     work buffers allocated once per call (each pass writes straight into the next one's).
@@ -240,16 +274,10 @@ def split_jpeg_mosaic(data: bytes, n: int, h: int) -> list[bytes] | None:
 
 
 def _jpeg_group(x: Tensor, out: Tensor, quality: int) -> None:
-    """JPEG round trip of ``x`` (m, 3, H, W) on the CPU into ``out`` (same shape): see :func:`jpeg_apply`."""
+    """JPEG round trip of ``x`` (m, 3, H, W) float32 on the CPU into ``out`` (same): see :func:`jpeg_apply`."""
     m, _, H, W = x.shape
     packed = new_output(x, (m * H, W), torch.int32)  # the images stacked, one int32 per pixel
-    pk = packed.numpy()
-    step = image_chunk(x)
-    for b0 in range(0, m, step):
-        b1 = min(m, b0 + step)
-        q = torch.mul(x[b0:b1], 255).round_()  # (k, 3, H, W) 8-bit values
-        rgb = torch.add(q[:, 0], torch.add(q[:, 1], q[:, 2], alpha=256), alpha=256)  # R + 256 G + 65536 B, exact
-        np.copyto(pk[b0 * H:b1 * H], rgb.reshape(-1, W).numpy(), casting="unsafe")
+    native.pack_rgbx(x.numpy(), packed.numpy())
     streams = None
     if H % 16 == 0 and m > 1:  # one encoder call for the whole group, cut at its restart markers
         buf = io.BytesIO()
@@ -262,15 +290,14 @@ def _jpeg_group(x: Tensor, out: Tensor, quality: int) -> None:
             _pil_rgbx(packed[i * H:(i + 1) * H]).save(buf, "JPEG", quality=quality)
             streams.append(buf.getvalue())
     decode = _jpeg_decoder()
-    if decode is not None:
-        planes = [decode(torch.frombuffer(bytearray(d), dtype=torch.uint8)) for d in streams]  # (3, H, W) views
-    else:
-        from PIL import Image
+    for i, d in enumerate(streams):
+        if decode is not None:  # (3, H, W) view of the decoded (H, W, 3) bytes
+            hwc = decode(torch.frombuffer(bytearray(d), dtype=torch.uint8)).permute(1, 2, 0).numpy()
+        else:
+            from PIL import Image
 
-        planes = [torch.from_numpy(np.array(Image.open(io.BytesIO(d)).convert("RGB"))).permute(2, 0, 1)
-                  for d in streams]
-    for i, pl in enumerate(planes):
-        torch.div(pl if out.dtype == torch.float32 else pl.to(out.dtype), 255, out=out[i])
+            hwc = np.asarray(Image.open(io.BytesIO(d)).convert("RGB"))
+        native.unpack_rgb(hwc, out[i].numpy())
 
 
 @functools.lru_cache(maxsize=4)
@@ -280,30 +307,21 @@ def _pool(workers: int) -> ThreadPoolExecutor:
 
 def jpeg_apply(x: Tensor, quality: int) -> Tensor:
     """JPEG round trip at ``quality`` through the reference's own codec: Pillow's ``save(format="JPEG",
-    quality=q)`` (libjpeg, 4:2:0) of the 8-bit image, decoded by libjpeg (torchvision's libjpeg-turbo op when
-    present, Pillow otherwise) -- the reference's output exactly, as k / 255.
+    quality=q)`` (libjpeg, 4:2:0) of the 8-bit image ``rint(255 x)``, decoded by libjpeg (torchvision's
+    libjpeg-turbo op when present, Pillow otherwise) -- the reference's output exactly, as k / 255.
 
-    The batch is rounded to 8 bit and each pixel's R, G, B packed into one int32 (``R + 256 G + 65536 B``,
-    exact in float), which Pillow maps as an ``RGBX`` image without copying. When the image height is a
-    multiple of 16 (the 4:2:0 MCU), the images are encoded as one vertical mosaic with a restart marker
-    between images and cut into stand-alone streams (:func:`split_jpeg_mosaic`): the same bytes as one
-    encoder call per image, without the per-call cost. The (H, W, 3) decoded bytes are unpacked into the
-    (3, H, W) float output. With several torch threads the batch is split into as many groups, coded in
-    parallel (libjpeg releases the GIL). On CUDA the codec runs on the CPU copy.
+    The batch is packed to 8-bit ``RGBX`` pixels (one int32 each, :func:`.native.pack_rgbx`), which Pillow
+    maps without copying. When the image height is a multiple of 16 (the 4:2:0 MCU), the images are encoded
+    as one vertical mosaic with a restart marker between images and cut into stand-alone streams
+    (:func:`split_jpeg_mosaic`): the same bytes as one encoder call per image, without the per-call cost. The
+    decoded (H, W, 3) bytes are unpacked into the (3, H, W) float output (:func:`.native.unpack_rgb`). With
+    several torch threads the batch is split into as many groups, coded in parallel (libjpeg and the loops
+    release the GIL). On CUDA the codec runs on the CPU copy.
     """
     B, H = x.shape[0], x.shape[2]
-    dev = x.device
-    xc = x.detach().cpu().contiguous()
+    xc = x.detach().to("cpu", torch.float32).contiguous()
     out = new_output(xc)
-    if B == 0:
-        return out.to(dev)
+    native.compile_kernels()
     per = max(1, 65535 // max(H, 1))  # JPEG frames are at most 65535 rows
-    workers = max(1, min(torch.get_num_threads(), B))
-    size = min(per, -(-B // workers))
-    groups = [(b0, min(B, b0 + size)) for b0 in range(0, B, size)]
-    if workers > 1 and len(groups) > 1:
-        list(_pool(workers).map(lambda g: _jpeg_group(xc[g[0]:g[1]], out[g[0]:g[1]], quality), groups))
-    else:
-        for b0, b1 in groups:
-            _jpeg_group(xc[b0:b1], out[b0:b1], quality)
-    return out.to(dev) if dev.type != "cpu" else out
+    _over_threads(B, lambda b0, b1: _jpeg_group(xc[b0:b1], out[b0:b1], quality), most=per)
+    return out.to(x.device, x.dtype)

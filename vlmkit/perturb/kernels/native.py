@@ -1,0 +1,145 @@
+"""Compiled CPU loops (numba) for the two kernels whose reference is a C library: pixelate and JPEG.
+
+The reference runs Pillow's C resampler and libjpeg on 8-bit images; a chain of whole-tensor torch ops on
+float32 planes moves four times the bytes and, for Pillow's uneven box runs, needs gathers along the row
+(``benchmarks/bench_corruptions.py`` measured it at 0.6-0.9x the reference). These loops do the same integer
+arithmetic in one pass per image plane, with the intermediates in cache:
+
+* :func:`pixelate_planes` -- Pillow's ``resize(BOX)`` (``ImagingResampleHorizontal_8bpc`` then
+  ``..Vertical_8bpc``: 22-bit fixed-point weights ``k = int(0.5 + 2^22 / n)`` per run of ``n`` samples,
+  ``(2^21 + k * sum) >> 22``) and ``resize(NEAREST)`` back, of the 8-bit image ``rint(255 x)``;
+* :func:`pack_rgbx` -- the 8-bit batch packed as Pillow ``RGBX`` pixels for the JPEG encoder;
+* :func:`unpack_rgb` -- libjpeg's decoded (H, W, 3) bytes into a float (3, H, W) plane set, as k / 255.
+
+numba is imported on the first call (``import numba`` costs ~0.5 s; ``import vlmkit`` stays light) and the
+compiled code is cached on disk next to this file. Every function releases the GIL, so callers split a batch
+over threads. :mod:`.digital` uses them on CPU batches; CUDA batches take its torch path.
+Both paths are checked byte for byte against the reference in ``tests/test_corruptions.py``.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import numpy as np
+
+#: 8-bit value -> float32 ``k / 255`` (the division torch does, correctly rounded).
+LUT_255 = np.arange(256, dtype=np.float32) / np.float32(255)
+
+
+@functools.lru_cache(maxsize=1)
+def _kernels() -> dict[str, Any]:
+    """Compile (or load from numba's disk cache) the loops; called once per process."""
+    from numba import njit
+
+    jit = njit(cache=True, nogil=True)
+
+    @jit
+    def pixelate_planes(x, out, h_end, h_k, v_start, v_len, v_k, col, row, lut):  # pragma: no cover - compiled
+        B, C, H, W = x.shape  # (B, C, H, W) float32 in [0, 1]
+        w, h = h_k.shape[0], v_start.shape[0]
+        q = np.empty(W, np.int32)  # one row, 8-bit values
+        hor = np.empty((H, w), np.int32)  # horizontal pass, 8-bit values
+        acc = np.empty(w, np.int32)  # |sum * k| < 2^31 for runs shorter than 64
+        small = np.empty((h, w), np.float32)  # both passes, as k / 255
+        line = np.empty(W, np.float32)
+        for b in range(B):
+            for c in range(C):
+                xp, op = x[b, c], out[b, c]
+                for i in range(H):
+                    xr, hr = xp[i], hor[i]
+                    for j in range(W):
+                        q[j] = np.int32(min(max(np.rint(xr[j] * np.float32(255.0)), np.float32(0.0)),
+                                            np.float32(255.0)))
+                    s, o = 0, 0
+                    for j in range(W):  # runs partition the row: sum, emit at each run's last sample
+                        s += q[j]
+                        if h_end[j]:
+                            hr[o] = (2097152 + s * h_k[o]) >> 22
+                            s = 0
+                            o += 1
+                for o in range(h):
+                    a = v_start[o]
+                    for j in range(w):
+                        acc[j] = hor[a, j]
+                    for t in range(1, v_len[o]):
+                        for j in range(w):
+                            acc[j] += hor[a + t, j]
+                    k = v_k[o]
+                    for j in range(w):
+                        small[o, j] = lut[(2097152 + acc[j] * k) >> 22]
+                last = -1
+                for i in range(H):  # NEAREST: rows repeat, each distinct one is built once
+                    r = row[i]
+                    if r != last:
+                        for j in range(W):
+                            line[j] = small[r, col[j]]
+                        last = r
+                    for j in range(W):
+                        op[i, j] = line[j]
+
+    @jit
+    def pack_rgbx(x, packed):  # pragma: no cover - compiled
+        m, _, H, W = x.shape  # (m, 3, H, W) float32 -> (m * H, W) int32 R | G << 8 | B << 16
+        for b in range(m):
+            for i in range(H):
+                r, g, bl, dst = x[b, 0, i], x[b, 1, i], x[b, 2, i], packed[b * H + i]
+                for j in range(W):
+                    qr = min(max(np.rint(r[j] * np.float32(255.0)), np.float32(0.0)), np.float32(255.0))
+                    qg = min(max(np.rint(g[j] * np.float32(255.0)), np.float32(0.0)), np.float32(255.0))
+                    qb = min(max(np.rint(bl[j] * np.float32(255.0)), np.float32(0.0)), np.float32(255.0))
+                    dst[j] = np.int32(qr) | (np.int32(qg) << 8) | (np.int32(qb) << 16)
+
+    @jit
+    def unpack_rgb(src, out, lut):  # pragma: no cover - compiled
+        H, W, _ = src.shape  # (H, W, 3) uint8 -> (3, H, W) float32
+        for i in range(H):
+            s = src[i]
+            r, g, b = out[0, i], out[1, i], out[2, i]
+            for j in range(W):
+                r[j] = lut[s[j, 0]]
+                g[j] = lut[s[j, 1]]
+                b[j] = lut[s[j, 2]]
+
+    return {"pixelate_planes": pixelate_planes, "pack_rgbx": pack_rgbx, "unpack_rgb": unpack_rgb}
+
+
+@functools.lru_cache(maxsize=64)
+def box_plan(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Pillow's BOX runs for ``n_in -> n_out`` as arrays: ``(start, length, k, end)`` with ``k`` the 22-bit
+    weight ``int(0.5 + (1 / n) * 2^22)`` of a run of ``n`` and ``end[j] = 1`` where a run ends at sample ``j``."""
+    from vlmkit.perturb.kernels.digital import pil_box_runs
+
+    starts, counts = pil_box_runs(n_in, n_out)
+    k = np.array([int(0.5 + (1.0 / n) * (1 << 22)) for n in counts], np.int32)
+    end = np.zeros(n_in, np.bool_)
+    end[[a + n - 1 for a, n in zip(starts, counts)]] = 1
+    return np.array(starts, np.int64), np.array(counts, np.int64), k, end
+
+
+def compile_kernels() -> None:
+    """Compile (or load) the loops now, in the calling thread -- before a batch is split over threads."""
+    _kernels()
+
+
+def pixelate_planes(x: np.ndarray, out: np.ndarray, h: int, w: int) -> None:
+    """Pillow BOX to (h, w) then NEAREST back, of ``x`` (B, C, H, W) float32 C-contiguous into ``out``."""
+    from vlmkit.perturb.kernels.digital import pil_nearest_index
+
+    H, W = x.shape[2:]
+    _, _, hk, hend = box_plan(W, w)
+    vs, vn, vk, _ = box_plan(H, h)
+    col = np.asarray(pil_nearest_index(w, W), np.int64)
+    row = np.asarray(pil_nearest_index(h, H), np.int64)
+    _kernels()["pixelate_planes"](x, out, hend, hk, vs, vn, vk, col, row, LUT_255)
+
+
+def pack_rgbx(x: np.ndarray, packed: np.ndarray) -> None:
+    """``x`` (m, 3, H, W) float32 in [0, 1] as 8-bit ``R | G << 8 | B << 16`` into ``packed`` (m * H, W) int32."""
+    _kernels()["pack_rgbx"](x, packed)
+
+
+def unpack_rgb(src: np.ndarray, out: np.ndarray) -> None:
+    """Decoded (H, W, 3) uint8 ``src`` into ``out`` (3, H, W) float32 as k / 255."""
+    _kernels()["unpack_rgb"](src, out, LUT_255)
