@@ -87,6 +87,13 @@ def test_loads_by_name_and_spec(model):
     assert again.spec == "toycap:rn"
     with pytest.raises(ModelSpecError, match="toycap:rn"):
         C.load_toy_captioner("rnn")
+    from vlmkit.models.check import check_model_spec
+    from vlmkit.tasks.captioning import load_captioner
+
+    check_model_spec("toycap:rn")  # a grid's spec check: no load
+    for bad in (lambda: check_model_spec("toycap:rnn"), lambda: load_captioner("toycap:rnn")):
+        with pytest.raises(ModelSpecError, match="Did you mean: rn"):
+            bad()
 
 
 def test_tower_hash_check_rejects_a_mismatched_tower(tmp_path):

@@ -128,12 +128,9 @@ def check_model_spec(spec: str, *, weights: bool = True) -> None:
             reachable; the message names the spec and how to provide the weights.
     """
     if isinstance(spec, str) and spec.strip().startswith("toycap:"):  # the toy world's captioners (task models)
-        from vlmkit.toyworld.captioning import list_captioners
+        from vlmkit.toyworld.captioning import check_captioner
 
-        name = spec.strip().split(":", 1)[1]
-        if name not in list_captioners():
-            raise ModelSpecError(f"unknown toy captioner {name!r} in {spec!r}.{did_you_mean(name, list_captioners())} "
-                                 f"Shipped: {', '.join(list_captioners()) or '(none)'}")
+        check_captioner(spec)
         return
     family, rest = parse_spec(spec)
     check = _CHECKS.get(family)

@@ -28,6 +28,21 @@ def _kind(df: pd.DataFrame) -> pd.Series:
     return df["kind"] if "kind" in df else pd.Series(None, index=df.index)
 
 
+def _grouped_bars(ax: plt.Axes, series: list[tuple[str, pd.DataFrame]], categories: list[str],
+                  ticks: list[str] | None = None, rotation: int = 30) -> None:
+    """Bars of ``value`` per category (rows of each frame, indexed by category), one colour per series, with
+    ``ci_low`` / ``ci_high`` whiskers; the ticks under each group."""
+    w = 0.8 / max(1, len(series))
+    for i, (label, g) in enumerate(series):
+        g = g.reindex(categories)
+        x = np.arange(len(categories)) + i * w
+        ax.bar(x, g["value"], w, color=f"C{i}", label=label)
+        ax.errorbar(x, g["value"], yerr=[(g["value"] - g["ci_low"]).clip(lower=0),
+                                         (g["ci_high"] - g["value"]).clip(lower=0)], fmt="none", ecolor="k", lw=0.7)
+    ax.set_xticks(np.arange(len(categories)) + w * (len(series) - 1) / 2, ticks or categories, rotation=rotation,
+                  fontsize=7)
+
+
 def text_section(df: pd.DataFrame) -> Section | None:
     """Scores, answer flips and text drift under perturbed captions / class names / templates."""
     text = df[_kind(df) == "text"]
@@ -82,14 +97,7 @@ def probe_section(df: pd.DataFrame) -> Section | None:
         groups = list(d.groupby(["model", "dataset"]))
         fig, ax = plt.subplots(figsize=(max(4.5, 0.9 * d["label"].nunique() * max(1, len(groups)) / 2), 3))
         kinds = sorted(d["label"].unique(), key=lambda k: (not bool(d[d["label"] == k]["preserves_meaning"].iloc[0]), k))
-        w = 0.8 / max(1, len(groups))
-        for i, ((model, ds), g) in enumerate(groups):
-            g = g.set_index("label").reindex(kinds)
-            x = np.arange(len(kinds)) + i * w
-            ax.bar(x, g["value"], w, color=f"C{i}", label=f"{model} · {ds}")
-            ax.errorbar(x, g["value"], yerr=[g["value"] - g["ci_low"], g["ci_high"] - g["value"]], fmt="none",
-                        ecolor="k", lw=0.8)
-        ax.set_xticks(np.arange(len(kinds)) + w * (len(groups) - 1) / 2, kinds, rotation=30, fontsize=7)
+        _grouped_bars(ax, [(f"{model} · {ds}", g.set_index("label")) for (model, ds), g in groups], kinds)
         ax.set_ylabel("text drift (1 − cos) from the original")
         ax.set_title("meaning-preserving (left) vs meaning-changing rewrites", fontsize=9)
         ax.legend(fontsize=6)
@@ -157,19 +165,10 @@ def factor_section(df: pd.DataFrame) -> Section | None:
         fig, axes = plt.subplots(1, len(factors), figsize=(2.4 * len(factors) + 0.6, 3), squeeze=False, sharey=True)
         for ax, f in zip(axes[0], factors):
             g = d[d["family"] == f]
-            models = sorted(g["model"].unique())
             labels = list(dict.fromkeys(g["label"]))
-            w = 0.8 / max(1, len(models))
-            for i, m in enumerate(models):
-                gm = g[g["model"] == m].set_index("label").reindex(labels)
-                x = np.arange(len(labels)) + i * w
-                ax.bar(x, gm["value"], w, color=f"C{i}", label=m)
-                ax.errorbar(x, gm["value"], yerr=[(gm["value"] - gm["ci_low"]).clip(lower=0),
-                                                  (gm["ci_high"] - gm["value"]).clip(lower=0)],
-                            fmt="none", ecolor="k", lw=0.7)
+            _grouped_bars(ax, [(m, g[g["model"] == m].set_index("label")) for m in sorted(g["model"].unique())],
+                          labels, [lab.split("=", 1)[1] for lab in labels], rotation=45)
             ax.axhline(1, color="k", lw=0.8, ls="--")
-            ax.set_xticks(np.arange(len(labels)) + w * (len(models) - 1) / 2,
-                          [lab.split("=", 1)[1] for lab in labels], rotation=45, fontsize=7)
             ax.set_title(f, fontsize=9)
         axes[0, 0].set_ylabel("error ratio P(err | value) / P(err)")
         axes[0, -1].legend(fontsize=6)

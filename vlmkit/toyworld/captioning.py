@@ -875,6 +875,23 @@ def load_captioner_dir(folder: str | Path, device: str | torch.device = "cpu", t
     return model.to(device).eval().requires_grad_(False)
 
 
+def check_captioner(name: str) -> str:
+    """The shipped captioner's bare name for ``name`` (``"rn"``) or its spec (``"toycap:rn"``), without loading
+    it: the one check the loaders and the grid's spec check share.
+
+    Raises:
+        ModelSpecError: No shipped captioner has that name (the message lists them, with near matches).
+    """
+    rest = name.strip().split(":", 1)[1] if name.strip().startswith(SPEC_PREFIX + ":") else name.strip()
+    names = list_captioners()
+    if rest not in names:
+        raise ModelSpecError(
+            f"unknown toy captioner {name!r}; shipped captioners: "
+            f"{', '.join(f'{SPEC_PREFIX}:{n}' for n in names) or '(none)'}.{did_you_mean(rest, names)}"
+        )
+    return rest
+
+
 def load_toy_captioner(name: str = "rn", device: str | torch.device = "cpu") -> ToyCaptioner:
     """Load a shipped captioner by name (``"rn"``) or spec (``"toycap:rn"``).
 
@@ -882,13 +899,7 @@ def load_toy_captioner(name: str = "rn", device: str | torch.device = "cpu") -> 
         ModelSpecError: No shipped captioner has that name (the message lists them).
         WeightsNotFoundError: The tower checkpoint is missing or not the one it was trained on.
     """
-    rest = name.split(":", 1)[1] if name.startswith(SPEC_PREFIX + ":") else name
-    names = list_captioners()
-    if rest not in names:
-        raise ModelSpecError(
-            f"unknown toy captioner {name!r}; shipped captioners: "
-            f"{', '.join(f'{SPEC_PREFIX}:{n}' for n in names) or '(none)'}.{did_you_mean(rest, names)}"
-        )
+    rest = check_captioner(name)
     return load_captioner_dir(CAPTIONER_ROOT / rest, device, name=rest)
 
 

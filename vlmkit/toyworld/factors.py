@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -72,12 +71,13 @@ from .world import (
     Scene,
     SceneSpec,
     WorldConfig,
+    mask_extent,
+    object_mask,
     render_background,
     render_spec,
     sample_sign,
     sample_word,
     scene_rng,
-    shape_mask,
     sign_center,
 )
 
@@ -260,31 +260,6 @@ def checker_background(size: int, seed: int) -> np.ndarray:
     return np.where(on[..., None], colours[0], colours[1]).astype(np.float32)
 
 
-def _object_mask(obj: ObjectSpec, anchor: tuple[float, float], radius: float, size: int
-                 ) -> tuple[np.ndarray, tuple[float, float], float]:
-    """The object's pixels ``(H, W)`` bool drawn as :func:`render_spec` draws it, at any anchor and radius."""
-    cx, cy = (anchor[0] + obj.jitter[0]) * size, (anchor[1] + obj.jitter[1]) * size
-    r = radius * size
-    x0, x1 = max(0, math.floor(cx - r - 1)), min(size, math.ceil(cx + r + 1))
-    y0, y1 = max(0, math.floor(cy - r - 1)), min(size, math.ceil(cy + r + 1))
-    xs = (np.arange(x0, x1, dtype=np.float32) + 0.5 - cx) / r
-    ys = (np.arange(y0, y1, dtype=np.float32) + 0.5 - cy) / r
-    u, v = np.meshgrid(xs, ys)  # (h, w)
-    if obj.angle:
-        a = math.radians(obj.angle)
-        u, v = math.cos(a) * u + math.sin(a) * v, -math.sin(a) * u + math.cos(a) * v
-    m = np.zeros((size, size), dtype=bool)
-    m[y0:y1, x0:x1] = shape_mask(obj.shape, u, v)
-    return m, (cx, cy), r
-
-
-def _extent(m: np.ndarray) -> tuple[int, int, int, int]:
-    ys, xs = np.nonzero(m)
-    if not len(ys):
-        return (0, 0, 0, 0)
-    return (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
-
-
 def render_factor_spec(spec: FactorSpec, size: int = 64) -> Scene:
     """Draw a :class:`FactorSpec`, unseen values included.
 
@@ -311,7 +286,7 @@ def render_factor_spec(spec: FactorSpec, size: int = 64) -> Scene:
     if unseen_geom:
         anchor = UNSEEN_POSITIONS.get(spec.position) or POSITIONS[spec.position]
         radius = UNSEEN_SIZES.get(spec.size) or SIZES[spec.size]
-        mask, center, r = _object_mask(obj, anchor, radius, size)
+        mask, center, r = object_mask(obj, anchor, radius, size)
     else:
         mask, center, r = gt.mask, gt.center, gt.radius
     base = np.asarray(UNSEEN_COLORS.get(spec.color) or COLORS[spec.color], dtype=np.float32)
@@ -320,7 +295,7 @@ def render_factor_spec(spec: FactorSpec, size: int = 64) -> Scene:
     img[mask] = np.round(np.asarray(rgb) * 255.0).clip(0, 255).astype(np.uint8)
     sign_mask = scene.sign.mask if scene.sign is not None else np.zeros((size, size), dtype=bool)
     img[sign_mask] = scene.image[sign_mask]
-    new_gt = ObjectGT(obj.shape, spec.color, spec.size, spec.position, rgb, center, r, _extent(mask), mask,
+    new_gt = ObjectGT(obj.shape, spec.color, spec.size, spec.position, rgb, center, r, mask_extent(mask), mask,
                       mask & ~sign_mask)
     return Scene(image=img, objects=[new_gt], sign=scene.sign, background=spec.background, spec=spec.scene)
 

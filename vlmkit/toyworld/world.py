@@ -383,25 +383,13 @@ def render_spec(spec: SceneSpec, size: int = 64) -> Scene:
     masks: list[np.ndarray] = []
     gts: list[ObjectGT] = []
     for i, obj in enumerate(spec.objects):
-        ax, ay = POSITIONS[obj.position]
-        cx, cy = (ax + obj.jitter[0]) * size, (ay + obj.jitter[1]) * size
-        r = SIZES[obj.size] * size
-        x0, x1 = max(0, int(math.floor(cx - r - 1))), min(size, int(math.ceil(cx + r + 1)))
-        y0, y1 = max(0, int(math.floor(cy - r - 1))), min(size, int(math.ceil(cy + r + 1)))
-        xs = (np.arange(x0, x1, dtype=np.float32) + 0.5 - cx) / r
-        ys = (np.arange(y0, y1, dtype=np.float32) + 0.5 - cy) / r
-        u, v = np.meshgrid(xs, ys)  # (h, w)
-        if obj.angle:
-            a = math.radians(obj.angle)
-            u, v = math.cos(a) * u + math.sin(a) * v, -math.sin(a) * u + math.cos(a) * v
-        m = np.zeros((size, size), dtype=bool)
-        m[y0:y1, x0:x1] = shape_mask(obj.shape, u, v)
+        m, (cx, cy), r = object_mask(obj, POSITIONS[obj.position], SIZES[obj.size], size)
         rgb = object_rgb(obj)
         img[m] = _quantize(rgb)
         owner[m] = i
         masks.append(m)
         gts.append(
-            ObjectGT(obj.shape, obj.color, obj.size, obj.position, rgb, (cx, cy), r, _extent(m), m, m)
+            ObjectGT(obj.shape, obj.color, obj.size, obj.position, rgb, (cx, cy), r, mask_extent(m), m, m)
         )
     sign_gt = None
     if spec.sign is not None:
@@ -413,7 +401,36 @@ def render_spec(spec: SceneSpec, size: int = 64) -> Scene:
     return Scene(image=image, objects=gts, sign=sign_gt, background=spec.background, spec=spec)
 
 
-def _extent(m: np.ndarray) -> tuple[int, int, int, int]:
+def object_mask(obj: ObjectSpec, anchor: tuple[float, float], radius: float, size: int
+                ) -> tuple[np.ndarray, tuple[float, float], float]:
+    """The pixels of ``obj`` as :func:`render_spec` draws them, at any anchor and radius.
+
+    Args:
+        obj: The object (its shape, jitter and angle are used).
+        anchor: Centre ``(x, y)`` as fractions of the side, before the object's jitter.
+        radius: Radius as a fraction of the side.
+        size: Image side in pixels.
+
+    Returns:
+        ``(mask, (cx, cy), r)``: the ``(H, W)`` bool mask, the centre and the radius in pixels.
+    """
+    cx, cy = (anchor[0] + obj.jitter[0]) * size, (anchor[1] + obj.jitter[1]) * size
+    r = radius * size
+    x0, x1 = max(0, math.floor(cx - r - 1)), min(size, math.ceil(cx + r + 1))
+    y0, y1 = max(0, math.floor(cy - r - 1)), min(size, math.ceil(cy + r + 1))
+    xs = (np.arange(x0, x1, dtype=np.float32) + 0.5 - cx) / r
+    ys = (np.arange(y0, y1, dtype=np.float32) + 0.5 - cy) / r
+    u, v = np.meshgrid(xs, ys)  # (h, w)
+    if obj.angle:
+        a = math.radians(obj.angle)
+        u, v = math.cos(a) * u + math.sin(a) * v, -math.sin(a) * u + math.cos(a) * v
+    m = np.zeros((size, size), dtype=bool)
+    m[y0:y1, x0:x1] = shape_mask(obj.shape, u, v)
+    return m, (cx, cy), r
+
+
+def mask_extent(m: np.ndarray) -> tuple[int, int, int, int]:
+    """Bounding box ``(x0, y0, x1, y1)`` (exclusive ends) of a bool mask; zeros when it is empty."""
     ys, xs = np.nonzero(m)
     if not len(ys):
         return (0, 0, 0, 0)

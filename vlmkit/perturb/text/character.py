@@ -38,10 +38,14 @@ def _keyboard_neighbours() -> dict[str, str]:
 KEYBOARD_NEIGHBOURS: dict[str, str] = _keyboard_neighbours()
 
 
-def _char_candidates(text: str, keep: tuple[str, ...], keep_fields: bool) -> np.ndarray:
-    """Indices of characters that character ops may touch: non-whitespace, not protected."""
-    prot = protected_mask(text, keep, keep_fields)
-    return np.array([i for i, ch in enumerate(text) if not ch.isspace() and not prot[i]], dtype=np.int64)
+def _char_plan(name: str, text: str, severity: int, keep: str | Sequence[str], keep_fields: bool
+               ) -> tuple[np.ndarray, int]:
+    """What a character op may touch and how much: ``(candidates, k)`` -- the indices of non-whitespace,
+    unprotected characters and ``k = change_count(CHAR_RATES[severity], n)`` of them to change."""
+    keep_t, kf = check_keep(name, keep, keep_fields)
+    prot = protected_mask(text, keep_t, kf)
+    cand = np.array([i for i, ch in enumerate(text) if not ch.isspace() and not prot[i]], dtype=np.int64)
+    return cand, change_count(CHAR_RATES[severity], len(cand))
 
 
 @register_text_perturbation("char_swap", family="character", preserves_meaning=False, reference=REFERENCE)
@@ -62,9 +66,7 @@ def char_swap(text: str, severity: int, rng: np.random.Generator, *, keep: str |
         keep: Substrings never altered.
         keep_fields: Protect ``str.format`` fields (``{}``).
     """
-    keep_t, kf = check_keep("char_swap", keep, keep_fields)
-    cand = _char_candidates(text, keep_t, kf)
-    k = change_count(CHAR_RATES[severity], len(cand))
+    cand, k = _char_plan("char_swap", text, severity, keep, keep_fields)
     if k == 0:
         return text
     ok = set(cand.tolist())
@@ -98,9 +100,7 @@ def char_insert(text: str, severity: int, rng: np.random.Generator, *, keep: str
         keep: Substrings never altered.
         keep_fields: Protect ``str.format`` fields (``{}``).
     """
-    keep_t, kf = check_keep("char_insert", keep, keep_fields)
-    cand = _char_candidates(text, keep_t, kf)
-    k = change_count(CHAR_RATES[severity], len(cand))
+    cand, k = _char_plan("char_insert", text, severity, keep, keep_fields)
     if k == 0:
         return text
     where = set(cand[choose(rng, len(cand), k)].tolist())
@@ -130,9 +130,7 @@ def char_delete(text: str, severity: int, rng: np.random.Generator, *, keep: str
         keep: Substrings never altered.
         keep_fields: Protect ``str.format`` fields (``{}``).
     """
-    keep_t, kf = check_keep("char_delete", keep, keep_fields)
-    cand = _char_candidates(text, keep_t, kf)
-    k = change_count(CHAR_RATES[severity], len(cand))
+    cand, k = _char_plan("char_delete", text, severity, keep, keep_fields)
     if k == 0:
         return text
     gone = set(cand[choose(rng, len(cand), k)].tolist())
