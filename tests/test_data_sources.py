@@ -10,15 +10,8 @@ import pytest
 from PIL import Image
 
 from vlmkit.data.classnames import imagenet_a_wnids, imagenet_subset_classnames
-from vlmkit.data.sources import (
-    DATASET_FORMATS,
-    DATASET_ROLES,
-    check_datasets,
-    dataset_name,
-    load_datasets,
-    shared_layout,
-    with_shared_layout,
-)
+from vlmkit.data.sources import load_datasets, shared_layout, with_shared_layout
+from vlmkit.data.specs import DATASET_FORMATS, DATASET_ROLES, check_datasets, dataset_name
 from vlmkit.errors import DataNotFoundError, InputError
 
 

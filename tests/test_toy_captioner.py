@@ -18,6 +18,19 @@ import torch
 from vlmkit.errors import InputError, ModelSpecError, WeightsNotFoundError
 from vlmkit.toyworld import captioning as C
 from vlmkit.toyworld import checkpoint_dir
+from vlmkit.toyworld.caption_text import (
+    EOS,
+    UNK,
+    Vocabulary,
+    default_words,
+    target_caption,
+)
+from vlmkit.toyworld.caption_train import (
+    caption_scenes,
+    evaluate_captioner,
+    hallucination_counts,
+    train_captioner,
+)
 from vlmkit.toyworld.evaluate import EVAL_SEED
 from vlmkit.toyworld.grammar import parse_prompt, sample_caption
 from vlmkit.toyworld.world import (
@@ -131,7 +144,7 @@ def test_target_caption_names_every_visible_object_in_reading_order():
     order = ("top", "left", "center", "right", "bottom")
     for i in range(60):
         scene = render_spec(sample_spec(scene_rng(7, i)))
-        cap = C.target_caption(scene)
+        cap = target_caption(scene)
         parsed = parse_prompt(cap)  # the grammar's parser, independent of the captioner
         vis = [o for o in scene.objects if o.visible_fraction >= MIN_VISIBLE]
         vis.sort(key=lambda o: order.index(o.position))
@@ -141,15 +154,15 @@ def test_target_caption_names_every_visible_object_in_reading_order():
 
 
 def test_vocabulary_round_trips_grammar_text():
-    vocab = C.Vocabulary(C.default_words())
+    vocab = Vocabulary(default_words())
     for i in range(200):
         scene = render_spec(sample_spec(scene_rng(8, i)))
-        for text in (C.target_caption(scene), sample_caption(scene, scene_rng(8, i, 1))):
+        for text in (target_caption(scene), sample_caption(scene, scene_rng(8, i, 1))):
             ids = vocab.encode(text)
-            assert C.UNK not in ids, text
+            assert UNK not in ids, text
             assert vocab.decode(ids) == text
-    assert vocab.encode("a zebra") == [vocab.index["a"], C.UNK]
-    assert vocab.decode([vocab.index["says"], vocab.index['"'], vocab.index["star"], vocab.index['"'], C.EOS,
+    assert vocab.encode("a zebra") == [vocab.index["a"], UNK]
+    assert vocab.decode([vocab.index["says"], vocab.index['"'], vocab.index["star"], vocab.index['"'], EOS,
                          vocab.index["a"]]) == 'says "star"'
 
 
@@ -157,7 +170,7 @@ def test_hallucination_counts_known_answer():
     spec = SceneSpec(objects=(ObjectSpec("star", "red", "large", "left"), ObjectSpec("circle", "blue", "large", "right")))
     scene = render_spec(spec)
     caps = ['a photo of a red star and a cross, and a sign that says "moon"', "a photo of a blue circle"]
-    m = C.hallucination_counts(caps, [scene, scene])
+    m = hallucination_counts(caps, [scene, scene])
     # mentions: {star, cross} and {circle}: 1 hallucinated of 3; 1 of 2 captions; 2 of 4 GT shapes said
     assert m["chair_i"] == pytest.approx(1 / 3)
     assert m["chair_s"] == pytest.approx(1 / 2)
@@ -284,8 +297,8 @@ def test_yes_no_answers_follow_ground_truth(model):
 
 
 def test_evaluate_captioner_agrees_with_a_local_count(model):
-    m = C.evaluate_captioner(model, n=60, batch_size=25)
-    scenes = C.caption_scenes(60)
+    m = evaluate_captioner(model, n=60, batch_size=25)
+    scenes = caption_scenes(60)
     caps = model.generate(stack(scenes))
     said = [shapes_said(c) for c in caps]
     gt = [{o.shape for o in s.objects if o.visible_fraction >= MIN_VISIBLE} for s in scenes]
@@ -308,10 +321,10 @@ def test_vision_features_pool_the_tokens_the_decoder_reads(model):
 
 def test_training_writes_a_loadable_folder_and_refuses_eval_seeds(tmp_path):
     with pytest.raises(InputError, match="reserved"):
-        C.train_captioner({"seed": EVAL_SEED, "steps": 1}, None, progress=False)
+        train_captioner({"seed": EVAL_SEED, "steps": 1}, None, progress=False)
     with pytest.raises(InputError, match="unknown keys"):
-        C.train_captioner({"stepz": 1}, None, progress=False)
-    rec = C.train_captioner({"tower": "vit", "name": "tiny", "train_blocks": 1, "steps": 2, "batch_size": 4,
+        train_captioner({"stepz": 1}, None, progress=False)
+    rec = train_captioner({"tower": "vit", "name": "tiny", "train_blocks": 1, "steps": 2, "batch_size": 4,
                              "eval_n": 0}, tmp_path / "tiny", progress=False)
     assert rec["steps"] == 2 and len(rec["loss_curve_every_50"]["caption"]) == 1
     loaded = C.load_captioner_dir(tmp_path / "tiny")

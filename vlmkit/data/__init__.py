@@ -28,15 +28,8 @@ from vlmkit.data.classnames import (
 )
 from vlmkit.data.images import ImageDataset, decode_image, default_cache_dir, to_float
 from vlmkit.data.labelled import LabelledImages, LabelledItem, load_image_folder, load_labelled_csv, read_classnames
-from vlmkit.data.sources import (
-    DATASET_FORMATS,
-    DATASET_ROLES,
-    check_datasets,
-    dataset_name,
-    load_datasets,
-    shared_layout,
-    with_shared_layout,
-)
+from vlmkit.data.sources import load_datasets, shared_layout, with_shared_layout
+from vlmkit.data.specs import DATASET_FORMATS, DATASET_ROLES, check_datasets, dataset_name
 from vlmkit.data.typographic import (
     SCAM_VARIANTS,
     TypographicImages,

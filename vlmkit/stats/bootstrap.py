@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.stats import norm
 
 from vlmkit.errors import InputError
 
@@ -189,6 +188,7 @@ def bca_levels(estimate: float, boot: np.ndarray, jack: np.ndarray, ci: float) -
     """
     b = boot.shape[0]
     share = (np.count_nonzero(boot < estimate) + np.count_nonzero(boot <= estimate)) / (2 * b)
+    from scipy.stats import norm  # lazy: scipy.stats costs ~1 s at import
     z0 = norm.ppf(np.clip(share, 1 / (2 * b), 1 - 1 / (2 * b)))
     d = jack.mean() - jack
     den = 6.0 * float((d ** 2).sum()) ** 1.5
@@ -272,6 +272,7 @@ def wilson_ci(successes: int, n: int, ci: float = 0.95) -> CI:
         raise InputError(f"successes must be an integer count in 0..{n}, got {successes!r}")
     k, n = int(successes), int(n)
     p = k / n
+    from scipy.stats import norm  # lazy: scipy.stats costs ~1 s at import
     z = float(norm.ppf(1 - (1 - ci) / 2))
     z2 = z * z
     den = 1 + z2 / n

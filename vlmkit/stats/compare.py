@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.stats import t as student_t
 
 from vlmkit.errors import InputError, did_you_mean
 from vlmkit.stats.tests import holm, mcnemar_exact, paired_bootstrap
@@ -224,6 +223,7 @@ def across_seeds(table: pd.DataFrame, *, seed_col: str = "seed", value_col: str 
         s = v.shape[0]
         mean = float(v.mean())
         sd = float(v.std(ddof=1)) if s > 1 else float("nan")
+        from scipy.stats import t as student_t  # lazy: scipy.stats costs ~1 s at import
         half = float(student_t.ppf(1 - (1 - ci) / 2, s - 1)) * sd / np.sqrt(s) if s > 1 else float("nan")
         out.append({**dict(zip(by, key)), "seed_mean": mean, "seed_sd": sd, "n_seeds": s,
                     "seed_ci_low": mean - half, "seed_ci_high": mean + half})

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import stats as sps
 
 from vlmkit.errors import InputError
 
@@ -34,6 +33,7 @@ class Correlation:
 def _corr(x: np.ndarray, y: np.ndarray, method: str) -> tuple[float, float]:
     if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return float("nan"), float("nan")
+    from scipy import stats as sps  # lazy: scipy.stats costs ~1 s at import
     r = sps.spearmanr(x, y) if method == "spearman" else sps.kendalltau(x, y)
     return float(r.statistic), float(r.pvalue)
 

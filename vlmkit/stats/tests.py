@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy.stats import binom, norm
 
 from vlmkit.errors import InputError
 from vlmkit.stats.bootstrap import (
@@ -187,6 +186,7 @@ def mcnemar_exact(a_correct: Any, b_correct: Any, *, ci: float = 0.95) -> Compar
     n = x.shape[0]
     a_only, b_only = int((x & ~y).sum()), int((~x & y).sum())
     disc = a_only + b_only
+    from scipy.stats import binom, norm  # lazy: scipy.stats costs ~1 s at import
     p = 1.0 if disc == 0 else float(min(1.0, 2 * binom.cdf(min(a_only, b_only), disc, 0.5)))
     diff = (a_only - b_only) / n
     half = float(norm.ppf(1 - (1 - ci) / 2)) * np.sqrt(max(0.0, disc - (a_only - b_only) ** 2 / n)) / n
