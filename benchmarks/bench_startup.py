@@ -5,7 +5,8 @@ cell (the code cell after the ``parameters`` cell: imports, seeding, loading the
 caches. Each notebook's parameters and setup cell run in a fresh Python process (no kernel start-up, which
 Jupyter pays once per notebook whatever the cell holds), with ``out_dir`` in a temporary folder: the first
 run fills the caches (toy-world exports, decoded images), the following ``--repeats`` runs are timed warm
-and the median is printed. The report notebook reads the results of the others: its setup is timed on the
+and the median is printed, with the share beyond importing torch, pandas and pyplot (the floor, measured
+in the same run). The report notebook reads the results of the others: its setup is timed on the
 output folder of a previous ``vlmkit grid`` run when ``--results DIR`` is given, and skipped otherwise.
 
     python benchmarks/bench_startup.py [--data ../shared/data] [--repeats 3] [--results outputs/smoke]
@@ -27,6 +28,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "vlmkit" / "notebooks"
 VLMKIT = Path(sys.executable).with_name("vlmkit")
+#: What every setup cell imports besides vlmkit: the floor of a fresh process's setup cell.
+BASELINE = ("import time; t0 = time.perf_counter(); import matplotlib; matplotlib.use('Agg'); "
+            "import torch, pandas, matplotlib.pyplot; print('SETUP_S', time.perf_counter() - t0)")
 
 
 def wall(cmd: list[str], env: dict[str, str] | None = None) -> float:
@@ -48,14 +52,18 @@ def setup_script(nb: Path, out_dir: Path, data: Path | None) -> str:
             f"exec(compile({setup!r}, 'setup', 'exec'))\nprint('SETUP_S', _t.perf_counter() - _t0)\n")
 
 
+def cell_seconds(script: str, cwd: Path) -> float:
+    """Run ``script`` in a fresh process; the seconds it reports on its ``SETUP_S`` line."""
+    env = dict(os.environ, MPLBACKEND="Agg")
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=cwd)
+    if res.returncode:
+        raise SystemExit(f"failed:\n{res.stderr[-2000:]}")
+    return float(next(line.split()[1] for line in res.stdout.splitlines() if line.startswith("SETUP_S")))
+
+
 def time_setup(nb: Path, out_dir: Path, data: Path | None) -> float:
     """Seconds of the setup cell in a fresh process."""
-    env = dict(os.environ, MPLBACKEND="Agg")
-    res = subprocess.run([sys.executable, "-c", setup_script(nb, out_dir, data)], capture_output=True, text=True,
-                         env=env, cwd=nb.parent)
-    if res.returncode:
-        raise SystemExit(f"{nb.name} setup failed:\n{res.stderr[-2000:]}")
-    return float(next(line.split()[1] for line in res.stdout.splitlines() if line.startswith("SETUP_S")))
+    return cell_seconds(setup_script(nb, out_dir, data), nb.parent)
 
 
 def main() -> None:
@@ -70,6 +78,8 @@ def main() -> None:
     rows.append(("import vlmkit (process)", statistics.median(imp), 1.0, ""))
     helps = [wall([str(VLMKIT), "--help"]) for _ in range(args.repeats)]
     rows.append(("vlmkit --help (process)", statistics.median(helps), 1.0, ""))
+    base = statistics.median(cell_seconds(BASELINE, REPO) for _ in range(args.repeats))
+    rows.append(("import torch, pandas, pyplot", base, float("nan"), "what every setup cell imports besides vlmkit"))
     tmp = Path(tempfile.mkdtemp(prefix="vlmkit-bench-startup-"))
     try:
         for nb in sorted(NOTEBOOKS.glob("0*.ipynb")):
@@ -82,14 +92,15 @@ def main() -> None:
                 out = tmp / nb.stem
                 cold = time_setup(nb, out, args.data)  # fills the caches
             runs = [time_setup(nb, out, args.data) for _ in range(args.repeats)]
-            rows.append((f"{nb.stem} setup cell", statistics.median(runs), 3.0,
-                         "" if "report" in nb.stem else f"cold {cold:.1f} s"))
+            med = statistics.median(runs)
+            rows.append((f"{nb.stem} setup cell", med, 3.0,
+                         ("" if "report" in nb.stem else f"cold {cold:.1f} s; ") + f"vlmkit's share {med - base:.2f} s"))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"\nstart-up, median of {args.repeats} warm runs, fresh process each")
     print(f"{'what':<34}{'seconds':>9}{'goal':>7}{'met':>6}  note")
     for what, s, goal, note in rows:
-        met = "—" if s != s else ("yes" if s < goal else "NO")
+        met = "—" if s != s or goal != goal else ("yes" if s < goal else "NO")
         print(f"{what:<34}{s:>9.2f}{goal:>7.1f}{met:>6}  {note}")
     print(f"load after: {os.getloadavg()[0]:.2f} (1-min)")
 
