@@ -56,6 +56,9 @@ def test_resample_indices_seeded_and_shaped():
     assert idx.shape == (5, 7) and idx.min() >= 0 and idx.max() < 7
     np.testing.assert_array_equal(idx, resample_indices(7, 5, seed=3))
     assert not np.array_equal(idx, resample_indices(7, 5, seed=4))
+    np.testing.assert_array_equal(idx, np.random.default_rng(3).integers(0, 7, (5, 7)))  # numpy's own draw
+    with pytest.raises(ValueError):  # the kept matrix cannot be changed under a later caller
+        idx[0, 0] = 1
 
 
 @pytest.mark.parametrize("method", ["percentile", "bca"])

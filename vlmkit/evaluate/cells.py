@@ -198,11 +198,18 @@ class Cell:
         params = {**self.params, **{k: v for k, v in (overrides or {}).items() if anykw or k in names}}
         if PERTURBATIONS.meta(self.name).get("batched"):  # no randomness: one call is the per-image calls
             return fn(x, self.severity, **params, **ctx)
+        call = fn
+        if hasattr(fn, "check") and hasattr(fn, "raw"):  # the contract's checks once for the batch
+            fn.check(x, self.severity)
+            call = fn.raw
         outs = []
         for j, g in enumerate(item_generators(seed, self.key, idx, x.device)):
             item = {k: (v[j:j + 1] if k in ITEM_KEYS else v) for k, v in ctx.items()}
-            outs.append(fn(x[j:j + 1], self.severity, generator=g, **params, **item))
-        return torch.cat(outs)
+            outs.append(call(x[j:j + 1], self.severity, generator=g, **params, **item))
+        y = torch.cat(outs)
+        if y.shape != x.shape:
+            raise InputError(f"{self.name} returned shape {tuple(y.shape)} for input {tuple(x.shape)}")
+        return y
 
 
 CLEAN = Cell()

@@ -63,7 +63,8 @@ def register_perturbation(name: str, family: str, severities: Sequence[int | flo
 
     The perturbation-specific form of ``@PERTURBATIONS.register(name, family=..., severities=...)``: it
     wraps the function with the contract's checks (images, severity, output shape) and registers the
-    wrapper, whose ``raw`` attribute is the unchecked function. The module defining it must be listed
+    wrapper, whose ``raw`` attribute is the unchecked function and ``check(x, severity)`` the input checks
+    (``Cell.apply`` checks a batch once, then calls ``raw`` image by image with each image's generator). The module defining it must be listed
     in ``PERTURBATIONS.modules`` (:mod:`vlmkit.registry`).
 
     Args:
@@ -88,7 +89,12 @@ def register_perturbation(name: str, family: str, severities: Sequence[int | flo
                 raise InputError(f"{name} returned shape {tuple(out.shape)} for input {tuple(x.shape)}")
             return out
 
+        def check(x: torch.Tensor, severity: int | float = 1) -> None:
+            check_images(x)
+            check_severity(name, severity, severities)
+
         wrapped.raw = fn  # type: ignore[attr-defined]
+        wrapped.check = check  # type: ignore[attr-defined]
         batched = meta.pop("batched", not draws_randomness(fn))
         # keyword parameters without a default (a saved delta's path ...): galleries and sweeps skip these
         needs = tuple(meta.pop("needs", None) or (p.name for p in inspect.signature(fn).parameters.values()

@@ -18,6 +18,7 @@ Every resampling is seeded (``numpy.random.default_rng(seed)``) and vectorised: 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -105,13 +106,21 @@ def resample_indices(n: int, n_boot: int, seed: int = 0) -> np.ndarray:
         seed: Seed of ``numpy.random.default_rng``.
 
     Returns:
-        ``(n_boot, n)`` int64 indices in ``0..n-1``, ``default_rng(seed).integers(0, n, (n_boot, n))``.
+        ``(n_boot, n)`` int64 indices in ``0..n-1``, ``default_rng(seed).integers(0, n, (n_boot, n))``,
+        read-only: the last few matrices are kept (a cell's metrics share one draw), not redrawn.
     """
     if n < 1:
         raise InputError(f"n must be >= 1 items to resample, got {n}")
     if n_boot < 1:
         raise InputError(f"n_boot must be >= 1, got {n_boot}")
-    return np.random.default_rng(seed).integers(0, n, (n_boot, n))
+    return _draw(int(n), int(n_boot), int(seed))
+
+
+@functools.lru_cache(maxsize=4)
+def _draw(n: int, n_boot: int, seed: int) -> np.ndarray:
+    idx = np.random.default_rng(seed).integers(0, n, (n_boot, n))
+    idx.flags.writeable = False
+    return idx
 
 
 def resample_counts(idx: np.ndarray, n: int) -> np.ndarray:
