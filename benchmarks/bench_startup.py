@@ -93,8 +93,8 @@ def main() -> None:
                 cold = time_setup(nb, out, args.data)  # fills the caches
             runs = [time_setup(nb, out, args.data) for _ in range(args.repeats)]
             med = statistics.median(runs)
-            rows.append((f"{nb.stem} setup cell", med, 3.0,
-                         ("" if "report" in nb.stem else f"cold {cold:.1f} s; ") + f"vlmkit's share {med - base:.2f} s"))
+            note = ("" if "report" in nb.stem else f"cold {cold:.1f} s; ") + f"vlmkit's share {med - base:.2f} s"
+            rows.append((f"{nb.stem} setup cell", med, 3.0, note))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"\nstart-up, median of {args.repeats} warm runs, fresh process each")

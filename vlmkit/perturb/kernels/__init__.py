@@ -14,5 +14,6 @@ batch-sized temporary per step costs more in page faults than most of these comp
 Layout, one module per family of the benchmark plus the shared primitives: :mod:`.common` (output
 allocation and chunking, padding, separable / tap filters, FFT lengths, colour conversions), :mod:`.noise`,
 :mod:`.blur` (gaussian, defocus, motion, zoom, glass), :mod:`.weather` (snow, frost, fog, spatter) and
-:mod:`.digital` (elastic, pixelate, JPEG), with :mod:`.native` (its compiled CPU loops). Import the sub-module you need; this package re-exports nothing.
+:mod:`.digital` (elastic, pixelate, JPEG), with :mod:`.native` (its compiled CPU loops). Import the
+sub-module you need; this package re-exports nothing.
 """

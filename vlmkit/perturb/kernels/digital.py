@@ -4,8 +4,9 @@ Elastic transform smooths its displacement fields with :func:`~vlmkit.perturb.ke
 and resamples bilinearly; pixelate reproduces Pillow's fixed-point BOX resampler (:func:`pil_box_runs`)
 and its NEAREST map (:func:`pil_nearest_index`) exactly; the JPEG round trip calls libjpeg (Pillow's
 encoder, torchvision's or Pillow's decoder) on the 8-bit batch. On CPU both run their per-pixel loops in
-:mod:`.native` (compiled, one pass per plane); pixelate on other devices runs :func:`pixelate_torch`. Contrast, brightness and saturate are
-element-wise or colour-space edits done in :mod:`vlmkit.perturb.corruptions` with
+:mod:`.native` (compiled, one pass per plane); pixelate on other devices runs :func:`pixelate_torch`.
+Contrast, brightness and saturate are element-wise or colour-space edits done in
+:mod:`vlmkit.perturb.corruptions` with
 :mod:`~vlmkit.perturb.kernels.common`'s colour conversions.
 """
 
@@ -185,9 +186,10 @@ def _over_threads(n: int, fn: Callable[[int, int], None], most: int | None = Non
 
 
 def pixelate_torch(x: Tensor, c: float) -> Tensor:
-    """:func:`pixelate_apply` with whole-tensor torch ops (any device; CUDA batches run here): the input is rounded to 8 bit, each BOX pass (horizontal, then vertical) rounds as Pillow's
-    fixed-point resampler (:func:`_box_pass`), and the nearest-neighbour map is Pillow's own
-    (:func:`pil_nearest_index`) -- the result equals Pillow's, as k / 255. Worked a few images at a time in
+    """:func:`pixelate_apply` with whole-tensor torch ops (any device; CUDA batches run here): the input is
+    rounded to 8 bit, each BOX pass (horizontal, then vertical) rounds as Pillow's fixed-point resampler
+    (:func:`_box_pass`), and the nearest-neighbour map is Pillow's own (:func:`pil_nearest_index`) -- the
+    result equals Pillow's, as k / 255. Worked a few images at a time in
     work buffers allocated once per call (each pass writes straight into the next one's).
     """
     B, C, H, W = x.shape
