@@ -107,7 +107,7 @@ def test_known_answers_of_paired_comparisons(toy, tmp_path):
 
 
 def test_report_comparisons_pair_models_once_per_cell_and_correct_across_the_grid(toy, tmp_path):
-    from vlmkit.report.studies import comparisons
+    from vlmkit.report.section import comparisons
 
     cells = grid_cells(["gaussian_noise"], [3])
     rows = evaluate_grid(["toy:rn", "toy:vit"], toy["classification"][0], cells, out_dir=tmp_path, progress=False,

@@ -13,7 +13,8 @@ from vlmkit.report.figures import (
     save,
 )
 from vlmkit.report.html import build_report, collect_results, radar_scores, summary_table
-from vlmkit.report.studies import Section, study_sections
+from vlmkit.report.section import Section
+from vlmkit.report.studies import study_sections
 
 __all__ = ["Section", "build_report", "collect_results", "dataset_gallery", "degradation_curves", "drift_distributions",
            "drift_histograms", "heatmap", "image_grid", "item_titles", "log_spectrum", "radar", "radar_scores", "save",

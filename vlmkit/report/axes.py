@@ -19,7 +19,7 @@ import pandas as pd
 
 from vlmkit.errors import InputError
 from vlmkit.evaluate.axes import transfer_matrix
-from vlmkit.report.studies import Section, shown
+from vlmkit.report.section import Section, shown
 
 SCORE_METRICS = ("i2t_R@1", "t2i_R@1", "top1")
 

@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from vlmkit.evaluate.semantics import cell_measures, perception_semantics
-from vlmkit.report.studies import Section, shown
+from vlmkit.report.section import Section, shown
 
 if TYPE_CHECKING:
     import torch
