@@ -166,7 +166,8 @@ def pixelate_apply(x: Tensor, c: float) -> Tensor:
     xc = x.detach().to(torch.float32).contiguous()
     out = new_output(xc)
     native.compile_kernels()
-    _over_threads(B, lambda b0, b1: native.pixelate_planes(xc[b0:b1].numpy(), out[b0:b1].numpy(), h, w))
+    plan = (pil_box_runs(W, w), pil_box_runs(H, h), pil_nearest_index(w, W), pil_nearest_index(h, H))
+    _over_threads(B, lambda b0, b1: native.pixelate_planes(xc[b0:b1].numpy(), out[b0:b1].numpy(), *plan))
     return out if x.dtype == torch.float32 else out.to(x.dtype)
 
 

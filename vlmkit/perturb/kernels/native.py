@@ -106,15 +106,13 @@ def _kernels() -> dict[str, Any]:
 
 
 @functools.lru_cache(maxsize=64)
-def box_plan(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Pillow's BOX runs for ``n_in -> n_out`` as arrays: ``(start, length, k, end)`` with ``k`` the 22-bit
-    weight ``int(0.5 + (1 / n) * 2^22)`` of a run of ``n`` and ``end[j] = 1`` where a run ends at sample ``j``."""
-    from vlmkit.perturb.kernels.digital import pil_box_runs
-
-    starts, counts = pil_box_runs(n_in, n_out)
+def box_plan(starts: tuple[int, ...], counts: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Pillow's BOX runs (``starts``, ``counts``: :func:`.digital.pil_box_runs`) as arrays ``(start, length, k,
+    end)``, with ``k`` the 22-bit weight ``int(0.5 + (1 / n) * 2^22)`` of a run of ``n`` and ``end[j]`` set
+    where a run ends at sample ``j``."""
     k = np.array([int(0.5 + (1.0 / n) * (1 << 22)) for n in counts], np.int32)
-    end = np.zeros(n_in, np.bool_)
-    end[[a + n - 1 for a, n in zip(starts, counts)]] = 1
+    end = np.zeros(starts[-1] + counts[-1], np.bool_)
+    end[[a + n - 1 for a, n in zip(starts, counts)]] = True
     return np.array(starts, np.int64), np.array(counts, np.int64), k, end
 
 
@@ -123,16 +121,25 @@ def compile_kernels() -> None:
     _kernels()
 
 
-def pixelate_planes(x: np.ndarray, out: np.ndarray, h: int, w: int) -> None:
-    """Pillow BOX to (h, w) then NEAREST back, of ``x`` (B, C, H, W) float32 C-contiguous into ``out``."""
-    from vlmkit.perturb.kernels.digital import pil_nearest_index
+def pixelate_planes(x: np.ndarray, out: np.ndarray, h_runs: tuple[tuple[int, ...], tuple[int, ...]],
+                    v_runs: tuple[tuple[int, ...], tuple[int, ...]], col: tuple[int, ...], row: tuple[int, ...]
+                    ) -> None:
+    """Pillow BOX then NEAREST back, of ``x`` (B, C, H, W) float32 C-contiguous into ``out``.
 
-    H, W = x.shape[2:]
-    _, _, hk, hend = box_plan(W, w)
-    vs, vn, vk, _ = box_plan(H, h)
-    col = np.asarray(pil_nearest_index(w, W), np.int64)
-    row = np.asarray(pil_nearest_index(h, H), np.int64)
-    _kernels()["pixelate_planes"](x, out, hend, hk, vs, vn, vk, col, row, LUT_255)
+    Args:
+        x: The images in [0, 1], worked as ``rint(255 x)``.
+        out: The result, same shape.
+        h_runs, v_runs: Pillow's box runs ``(starts, counts)`` along the width and the height.
+        col, row: Pillow's NEAREST source index of each output column and row.
+    """
+    _, _, hk, hend = box_plan(*h_runs)
+    vs, vn, vk, _ = box_plan(*v_runs)
+    _kernels()["pixelate_planes"](x, out, hend, hk, vs, vn, vk, _index(col), _index(row), LUT_255)
+
+
+@functools.lru_cache(maxsize=64)
+def _index(idx: tuple[int, ...]) -> np.ndarray:
+    return np.asarray(idx, np.int64)
 
 
 def pack_rgbx(x: np.ndarray, packed: np.ndarray) -> None:
