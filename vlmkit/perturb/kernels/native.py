@@ -116,9 +116,18 @@ def box_plan(starts: tuple[int, ...], counts: tuple[int, ...]) -> tuple[np.ndarr
     return np.array(starts, np.int64), np.array(counts, np.int64), k, end
 
 
+@functools.lru_cache(maxsize=1)
 def compile_kernels() -> None:
-    """Compile (or load) the loops now, in the calling thread -- before a batch is split over threads."""
-    _kernels()
+    """Compile (or load from the disk cache) every loop for the array types the kernels pass, now, in the
+    calling thread: numba compiles a signature on its first call, and a batch split over threads must not
+    make that first call from several threads at once. Runs once per process."""
+    k = _kernels()
+    x = np.zeros((1, 3, 16, 16), np.float32)  # (B, C, H, W), C-contiguous like every batch
+    runs = ((0, 8), (8, 8))
+    pixelate_planes(x, np.empty_like(x), runs, runs, tuple(range(2)) * 8, tuple(range(2)) * 8)
+    packed = np.empty((16, 16), np.int32)
+    k["pack_rgbx"](x, packed)
+    k["unpack_rgb"](np.zeros((16, 16, 3), np.uint8), np.empty((3, 16, 16), np.float32), LUT_255)
 
 
 def pixelate_planes(x: np.ndarray, out: np.ndarray, h_runs: tuple[tuple[int, ...], tuple[int, ...]],
