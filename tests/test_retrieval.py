@@ -57,3 +57,50 @@ def test_recall_rejects_bad_inputs():
         retrieval_metrics(_emb(3), _emb(3), torch.tensor([0, 1, 5]))
     with pytest.raises(InputError, match="k must be >= 1"):
         recall_at_k(torch.zeros(2, 2), torch.eye(2, dtype=torch.bool), 0)
+
+
+def _brute_rank(scores, positives):
+    """Independent reference: walk every candidate of every row in Python."""
+    out = []
+    for q in range(scores.shape[0]):
+        ps = [float(scores[q, c]) for c in range(scores.shape[1]) if positives[q, c]]
+        best = max(ps) if ps else float("-inf")
+        out.append(1 + sum(float(s) > best for s in scores[q]))
+    return torch.tensor(out)
+
+
+def test_first_positive_rank_counts_ties_in_the_query_favour():
+    """Known answers with exact ties, a brute-force walk, and invariance to the order of the candidates
+    (a sort-based rank would move with the order of tied candidates)."""
+    from vlmkit.metrics import first_positive_rank
+
+    s = torch.tensor([[0.9, 0.5, 0.5, 0.1], [0.2, 0.7, 0.7, 0.7], [0.3, 0.3, 0.3, 0.3]])
+    p = torch.tensor([[False, False, True, False], [True, False, False, True], [False, False, False, False]])
+    assert first_positive_rank(s, p).tolist() == [2, 1, 5]  # tie counts for the query; no positive: C + 1
+    g = torch.Generator().manual_seed(3)
+    s = torch.randint(0, 6, (40, 30), generator=g).float()  # many exact ties
+    p = torch.rand(40, 30, generator=g) < 0.1
+    r = first_positive_rank(s, p)
+    assert torch.equal(r, _brute_rank(s, p))
+    perm = torch.randperm(30, generator=g)
+    assert torch.equal(first_positive_rank(s[:, perm], p[:, perm]), r)
+    for k in (1, 3, 10):
+        assert torch.equal(recall_at_k(s, p, k), r <= k)
+
+
+def test_retrieval_outcomes_agree_with_ranks_both_ways_under_ties():
+    """Repeated captions (identical embeddings) tie exactly; both directions match the brute-force walk."""
+    from vlmkit.metrics import retrieval_outcomes
+
+    img = _emb(12, seed=4)
+    base = _emb(6, seed=5)
+    t2i = torch.arange(12).repeat_interleave(3)
+    txt = base[torch.randint(0, 6, (36,), generator=torch.Generator().manual_seed(6))]  # 36 captions, 6 texts
+    o = retrieval_outcomes(img, txt, t2i)
+    scores = txt @ img.T  # (T, N)
+    pos = torch.zeros_like(scores, dtype=torch.bool)
+    pos[torch.arange(36), t2i] = True
+    assert torch.equal(o["t2i_rank"], _brute_rank(scores, pos))
+    assert torch.equal(o["i2t_rank"], _brute_rank(scores.T, pos.T))
+    for k in (1, 5, 10):
+        assert torch.equal(o[f"i2t_R@{k}"], o["i2t_rank"] <= k)

@@ -31,15 +31,29 @@ def _check(image_emb: torch.Tensor, text_emb: torch.Tensor, text_to_image: torch
         raise InputError(f"text_to_image holds indices outside 0..{image_emb.shape[0] - 1}")
 
 
-def _first_positive_rank(scores: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
-    """1-based rank of the best-ranked positive per row of ``scores`` ``# (Q, C)``."""
-    order = scores.argsort(dim=1, descending=True)  # (Q, C)
-    pos_sorted = positives.gather(1, order)  # (Q, C) bool, in ranked order
-    return pos_sorted.float().argmax(dim=1) + 1  # first True
+def first_positive_rank(scores: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
+    """1-based rank of the best-scored positive per row of ``scores`` ``# (Q, C)``.
+
+    The rank is ``1 + #{candidates scored strictly above the row's best positive}``: a candidate tying with
+    the best positive counts in the query's favour (as :func:`vlmkit.stats.retrieval_items`), so the rank
+    does not depend on the order of the candidates (the toy world's repeated captions tie exactly). Counting
+    instead of sorting: ``O(Q·C)``, no ``(Q, C)`` index matrix. A row without a positive ranks ``C + 1``.
+
+    Args:
+        scores: ``(Q, C)`` query × candidate scores.
+        positives: ``(Q, C)`` bool mask of correct candidates.
+
+    Returns:
+        ``(Q,)`` int64 ranks in ``1..C + 1``.
+    """
+    best = scores.masked_fill(~positives, -torch.inf).amax(dim=1, keepdim=True)  # (Q, 1)
+    return (scores > best).sum(dim=1) + 1
 
 
 def recall_at_k(scores: torch.Tensor, positives: torch.Tensor, k: int) -> torch.Tensor:
-    """Per-query hit (bool) for Recall@k: any positive among the k highest scores.
+    """Per-query hit (bool) for Recall@k: a positive among the k highest scores (CLIP_benchmark's
+    ``recall_at_k > 0``), i.e. :func:`first_positive_rank` ``<= k`` (ties with the best positive count
+    in the query's favour).
 
     Args:
         scores: ``(Q, C)`` query × candidate scores.
@@ -48,26 +62,32 @@ def recall_at_k(scores: torch.Tensor, positives: torch.Tensor, k: int) -> torch.
     """
     if k < 1:
         raise InputError(f"k must be >= 1, got {k}")
-    topk = scores.topk(min(k, scores.shape[1]), dim=1).indices  # (Q, k)
-    return positives.gather(1, topk).any(dim=1)
+    return first_positive_rank(scores, positives) <= k
 
 
 def retrieval_outcomes(image_emb: torch.Tensor, text_emb: torch.Tensor, text_to_image: torch.Tensor,
                        ks: Sequence[int] = (1, 5, 10)) -> dict[str, torch.Tensor]:
     """Per-query outcomes behind :func:`retrieval_metrics`: ``i2t_R@k`` hits per image ``(N,)``,
     ``t2i_R@k`` hits per caption ``(T,)`` (bool), and 1-based first-positive ranks ``i2t_rank`` ``(N,)``
-    and ``t2i_rank`` ``(T,)``. The recalls are their means, the median ranks their medians."""
+    and ``t2i_rank`` ``(T,)`` (:func:`first_positive_rank`'s rule; a hit is ``rank <= k``). The recalls
+    are their means, the median ranks their medians."""
     _check(image_emb, text_emb, text_to_image)
     t2i_to = text_to_image.to(image_emb.device)
     scores = text_emb.float() @ image_emb.float().T  # (T, N)
-    pos = torch.zeros_like(scores, dtype=torch.bool)
-    pos[torch.arange(len(t2i_to), device=pos.device), t2i_to] = True
+    # each caption has exactly one positive: its own image; an image's best positive is its best caption
+    pos = scores.gather(1, t2i_to[:, None])  # (T, 1)
+    best = torch.full((scores.shape[1],), -torch.inf, dtype=scores.dtype, device=scores.device)
+    best = best.scatter_reduce(0, t2i_to, pos[:, 0], "amax")  # (N,) the first_positive_rank rule, both ways
+    i2t_rank = (scores > best[None, :]).sum(dim=0) + 1  # (N,)
+    t2i_rank = (scores > pos).sum(dim=1) + 1  # (T,)
     out: dict[str, torch.Tensor] = {}
     for k in ks:
-        out[f"i2t_R@{k}"] = recall_at_k(scores.T, pos.T, k)  # (N,)
-        out[f"t2i_R@{k}"] = recall_at_k(scores, pos, k)  # (T,)
-    out["i2t_rank"] = _first_positive_rank(scores.T, pos.T)  # (N,)
-    out["t2i_rank"] = _first_positive_rank(scores, pos)  # (T,)
+        if k < 1:
+            raise InputError(f"k must be >= 1, got {k}")
+        out[f"i2t_R@{k}"] = i2t_rank <= k  # (N,)
+        out[f"t2i_R@{k}"] = t2i_rank <= k  # (T,)
+    out["i2t_rank"] = i2t_rank
+    out["t2i_rank"] = t2i_rank
     return out
 
 

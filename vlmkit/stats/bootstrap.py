@@ -294,8 +294,9 @@ def wilson_ci(successes: int, n: int, ci: float = 0.95) -> CI:
 def _first_positive_ranks(sims: torch.Tensor, text_to_image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """1-based rank of the first positive, per image among all captions and per caption among all images.
 
-    A rank is ``1 + #{candidates scored strictly above the best positive}``: the same rank as
-    :mod:`vlmkit.metrics.retrieval` when scores do not tie (ties are resolved in the query's favour).
+    A rank is ``1 + #{candidates scored strictly above the best positive}`` (ties are resolved in the
+    query's favour): the rule of :func:`vlmkit.metrics.first_positive_rank`, kept here because ``stats``
+    knows only numbers.
     The matrix is read in row blocks, never copied whole.
 
     Args:
