@@ -9,7 +9,10 @@ perturbed confidence for AUROC). The runner turns them into the row's ``value`` 
 * plain proportions (0/1 outcomes, one per sampled unit): Wilson's score interval (Wilson 1927);
 * outcomes grouped by a sampled unit (t2i: captions grouped by their image, COCO's five captions):
   the cluster bootstrap — images are resampled with all their captions (percentile);
-* everything else: the bootstrap over items (percentile or BCa, Efron 1987), seeded per row.
+* everything else: the bootstrap over items (percentile or BCa, Efron 1987).
+
+The resamples are seeded per cell: every metric of a cell over the same units reads the same draws (a
+joint bootstrap, as :func:`vlmkit.stats.retrieval_bootstrap`), drawn once and shared.
 
 ``value`` is unchanged by all this: it is the metric as before (the mean of the outcomes, or the
 task's own number).
@@ -17,6 +20,7 @@ task's own number).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,6 +121,14 @@ def _statistic(name: str, n_bins: int = 15) -> Any:
     return {"mean": "mean", "median": "median", "ratio": _ratio, "ece": _ece(n_bins), "auroc": _auroc}[name]
 
 
+@functools.lru_cache(maxsize=2)
+def _counts(units: int, n_boot: int, seed: int) -> np.ndarray:
+    """Read-only multiplicities ``(n_boot, U)`` of the units in each resample, shared by a cell's metrics."""
+    counts = resample_counts(resample_indices(units, n_boot, seed), units)
+    counts.flags.writeable = False
+    return counts
+
+
 def interval(items: Items, *, n_boot: int = 1000, ci: float = 0.95, method: str = "percentile",
              seed: int = 0) -> tuple[float, float, float, str]:
     """``(value, ci_low, ci_high, ci_method)`` of one metric's outcomes (see the module docstring).
@@ -126,7 +138,7 @@ def interval(items: Items, *, n_boot: int = 1000, ci: float = 0.95, method: str 
         n_boot: Bootstrap resamples.
         ci: Confidence level.
         method: ``"percentile"`` or ``"bca"`` for the item bootstrap.
-        seed: Seeds the resamples (the runner derives it from the grid's seed, the cell and the metric).
+        seed: Seeds the resamples (the runner derives it from the grid's seed and the cell).
     """
     value = items.point()
     v, n = items.values, len(items.values)
@@ -134,7 +146,7 @@ def interval(items: Items, *, n_boot: int = 1000, ci: float = 0.95, method: str 
         return value, float("nan"), float("nan"), "none"
     if items.groups is not None:  # cluster bootstrap: units resampled with all their items
         units = int(items.groups.max()) + 1
-        counts = resample_counts(resample_indices(units, n_boot, seed), units)  # (n_boot, U)
+        counts = _counts(units, n_boot, seed)  # (n_boot, U)
         if items.statistic == "ratio":  # Σ numerators / Σ denominators of the resampled units' items
             sums = np.bincount(items.groups, weights=v[:, 0], minlength=units)  # (U,)
             sizes = np.bincount(items.groups, weights=v[:, 1], minlength=units)  # (U,)

@@ -47,7 +47,7 @@ from vlmkit.runtime import (
 )
 
 #: Bump when what a cached output or a stored cell means changes.
-ENGINE_VERSION = "5"
+ENGINE_VERSION = "6"
 
 
 def precision_name(precision: str | torch.dtype | None) -> str | None:
@@ -258,10 +258,11 @@ class Runner:
         out = []
         for k, v in metrics.items():
             stats: dict[str, Any] = {"ci_low": float("nan"), "ci_high": float("nan"), "n_boot": 0, "ci_method": "none"}
-            if isinstance(v, Items):  # a transfer cell resamples as its white-box cell does (same draws)
+            if isinstance(v, Items):  # one draw per cell, shared by its metrics; a transfer cell resamples as
+                # its white-box cell does (same draws)
                 value, lo, hi, how = interval(v, n_boot=self.intervals["n_boot"], ci=self.intervals["ci"],
                                               method=self.intervals["ci_method"],
-                                              seed=derive_seed(self.seed, key or cell.white_box.key, k))
+                                              seed=derive_seed(self.seed, key or cell.white_box.key))
                 boot = self.intervals["n_boot"] if "percentile" in how or how == "bca" else 0
                 stats = {"ci_low": lo, "ci_high": hi, "n_boot": boot, "ci_method": how}
                 if v.per_item is not None:
