@@ -8,11 +8,14 @@ sequential pixel "swap" is resolved exactly, batched, by :func:`glass_shuffle_in
 
 from __future__ import annotations
 
+import functools
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vlmkit.perturb.kernels import native
 from vlmkit.perturb.kernels.common import (
     CHUNK_ELEMS,
     fft_length,
@@ -95,28 +98,36 @@ def defocus_apply(x: Tensor, kernel: Tensor) -> Tensor:
     return out
 
 
+@functools.lru_cache(maxsize=16)
+def motion_weights(radius: int, sigma: float) -> np.ndarray:
+    """The reference's one-sided Gaussian over ``width = 2 * radius + 1`` samples, normalised ``(width,)`` float64."""
+    i = np.arange(2 * radius + 1, dtype=np.float64)
+    k = np.exp(-i ** 2 / (2 * sigma ** 2)) / (math.sqrt(2 * math.pi) * sigma)
+    k = k / k.sum()
+    k.flags.writeable = False
+    return k
+
+
 def motion_taps(radius: int, sigma: float, angle_deg: Tensor, H: int, W: int
-                ) -> tuple[list[float], list[list[int]], list[list[int]]]:
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """ImageNet-C ``_motion_blur`` taps per image: weights ``w_j`` and integer shifts ``(dy_j, dx_j)``.
 
-    ``w`` is the one-sided Gaussian over ``width = 2 * radius + 1`` samples, normalised; tap ``j`` shifts by
-    ``-ceil(j * (sin, cos)(angle) - 0.5)``, and the reference stops at the first tap that leaves the image.
+    ``w`` is :func:`motion_weights`; tap ``j`` shifts by ``-ceil(j * (sin, cos)(angle) * width / hypot - 0.5)``
+    in float64, as the reference (numpy and ``math``), which stops at the first tap that leaves the image.
 
     Returns:
-        ``(w, dy, dx)``: the weights and, per image, the shifts of its taps (each list cut where that image's
-        taps stop).
+        ``(w, dy, dx, n)``: the weights ``(width,)``, the shifts ``(B, width)`` int64 of every tap and the number
+        of taps ``(B,)`` each image uses before its first one that leaves the image.
     """
     width = 2 * radius + 1
-    i = torch.arange(width, dtype=torch.float64)
-    k = torch.exp(-i ** 2 / (2 * sigma ** 2)) / (math.sqrt(2 * math.pi) * sigma)
-    k = k / k.sum()
-    a = torch.deg2rad(angle_deg.detach().to(device="cpu", dtype=torch.float64))
-    p0, p1 = width * torch.sin(a), width * torch.cos(a)
-    hyp = torch.hypot(p0, p1)
-    dy = -torch.ceil(i[None] * p0[:, None] / hyp[:, None] - 0.5).long()  # (B, width)
-    dx = -torch.ceil(i[None] * p1[:, None] / hyp[:, None] - 0.5).long()
-    n = ((dy.abs() < H) & (dx.abs() < W)).long().cumprod(1).sum(1).tolist()  # the reference stops at the border
-    return k.tolist(), [r[:m] for r, m in zip(dy.tolist(), n)], [r[:m] for r, m in zip(dx.tolist(), n)]
+    i = np.arange(width, dtype=np.float64)
+    a = np.deg2rad(angle_deg.detach().to(device="cpu", dtype=torch.float64).numpy())  # (B,)
+    p0, p1 = width * np.sin(a), width * np.cos(a)
+    hyp = np.hypot(p0, p1)
+    dy = -np.ceil(i[None] * p0[:, None] / hyp[:, None] - 0.5).astype(np.int64)  # (B, width)
+    dx = -np.ceil(i[None] * p1[:, None] / hyp[:, None] - 0.5).astype(np.int64)
+    n = np.cumprod((np.abs(dy) < H) & (np.abs(dx) < W), axis=1).sum(1)  # (B,): the reference stops at the border
+    return motion_weights(radius, sigma), dy, dx, n.astype(np.int64)
 
 
 def motion_blur_apply(x: Tensor, radius: int, sigma: float, angle_deg: Tensor,
@@ -124,9 +135,9 @@ def motion_blur_apply(x: Tensor, radius: int, sigma: float, angle_deg: Tensor,
     """ImageNet-C ``_motion_blur``: a one-sided Gaussian-weighted sum of edge-clamped shifts along ``angle``.
 
     ``out[b, :, y, x] = sum_j w_j x[b, :, clamp(y - dy_j), clamp(x - dx_j)]`` (taps from :func:`motion_taps`),
-    summed tap by tap in the reference's order on an edge-replicated copy of each image padded only as far as
-    its own shifts reach: ``width`` (21..41) multiply-adds per value, in cache, instead of a convolution with
-    a mostly empty ``(2 width - 1)^2`` kernel.
+    summed tap by tap in the reference's order, in float32: ``width`` (21..41) multiply-adds per value, in
+    cache, instead of a convolution with a mostly empty ``(2 width - 1)^2`` kernel. CPU float32 batches run
+    through :func:`.native.motion_planes` (split over the torch threads); others through :func:`motion_blur_torch`.
 
     Args:
         x: (B, C, H, W) images.
@@ -140,10 +151,30 @@ def motion_blur_apply(x: Tensor, radius: int, sigma: float, angle_deg: Tensor,
     """
     B, C, H, W = x.shape
     oh, ow = out_hw if out_hw is not None else (H, W)
-    w, dys, dxs = motion_taps(radius, sigma, angle_deg, H, W)
+    taps = motion_taps(radius, sigma, angle_deg, H, W)
+    if x.device.type != "cpu" or x.dtype != torch.float32 or oh > H or ow > W:
+        return motion_blur_torch(x, taps, (oh, ow))
+    w, dy, dx, n = taps
+    xc = x.detach().contiguous()
+    out = new_output(xc, (B, C, oh, ow))
+    w32 = w.astype(np.float32)
+    native.compile_kernels()
+    native.over_threads(B, lambda b0, b1: native.motion_planes(xc[b0:b1].numpy(), out[b0:b1].numpy(), w32,
+                                                               dy[b0:b1], dx[b0:b1], n[b0:b1]))
+    return out
+
+
+def motion_blur_torch(x: Tensor, taps: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+                      out_hw: tuple[int, int]) -> Tensor:
+    """:func:`motion_blur_apply` with torch ops (any device): each image padded (edge-replicated) only as far as
+    its own shifts reach, then one multiply-add per tap."""
+    B, C, H, W = x.shape
+    oh, ow = out_hw
+    w, dys, dxs, ns = taps
+    wl = w.tolist()
     out = new_output(x, (B, C, oh, ow))
     for b in range(B):
-        dy, dx = dys[b], dxs[b]
+        dy, dx = dys[b, :ns[b]].tolist(), dxs[b, :ns[b]].tolist()
         top, left = max(0, max(dy)), max(0, max(dx))
         bottom, right = max(0, oh - H - min(dy)), max(0, ow - W - min(dx))
         xp = x[b:b + 1]
@@ -154,9 +185,9 @@ def motion_blur_apply(x: Tensor, radius: int, sigma: float, angle_deg: Tensor,
         for j, (sy, sx) in enumerate(zip(dy, dx)):
             tap = xp[:, top - sy:top - sy + oh, left - sx:left - sx + ow]
             if j == 0:
-                torch.mul(tap, w[0], out=acc)
+                torch.mul(tap, wl[0], out=acc)
             else:
-                acc.add_(tap, alpha=w[j])
+                acc.add_(tap, alpha=wl[j])
     return out
 
 

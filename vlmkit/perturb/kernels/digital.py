@@ -16,7 +16,6 @@ import functools
 import io
 import re
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -167,23 +166,8 @@ def pixelate_apply(x: Tensor, c: float) -> Tensor:
     out = new_output(xc)
     native.compile_kernels()
     plan = (pil_box_runs(W, w), pil_box_runs(H, h), pil_nearest_index(w, W), pil_nearest_index(h, H))
-    _over_threads(B, lambda b0, b1: native.pixelate_planes(xc[b0:b1].numpy(), out[b0:b1].numpy(), *plan))
+    native.over_threads(B, lambda b0, b1: native.pixelate_planes(xc[b0:b1].numpy(), out[b0:b1].numpy(), *plan))
     return out if x.dtype == torch.float32 else out.to(x.dtype)
-
-
-def _over_threads(n: int, fn: Callable[[int, int], None], most: int | None = None) -> None:
-    """``fn(b0, b1)`` over ``n`` items split in one group per torch thread (at most ``most`` items a group),
-    in parallel on the kernels' thread pool (its loops release the GIL)."""
-    if n == 0:
-        return
-    workers = max(1, min(torch.get_num_threads(), n))
-    size = min(most or n, -(-n // workers))
-    groups = [(b0, min(n, b0 + size)) for b0 in range(0, n, size)]
-    if workers > 1 and len(groups) > 1:
-        list(_pool(workers).map(lambda g: fn(*g), groups))
-    else:
-        for b0, b1 in groups:
-            fn(b0, b1)
 
 
 def pixelate_torch(x: Tensor, c: float) -> Tensor:
@@ -303,11 +287,6 @@ def _jpeg_group(x: Tensor, out: Tensor, quality: int) -> None:
         native.unpack_rgb(hwc, out[i].numpy())
 
 
-@functools.lru_cache(maxsize=4)
-def _pool(workers: int) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vlmkit-jpeg")
-
-
 def jpeg_apply(x: Tensor, quality: int) -> Tensor:
     """JPEG round trip at ``quality`` through the reference's own codec: Pillow's ``save(format="JPEG",
     quality=q)`` (libjpeg, 4:2:0) of the 8-bit image ``rint(255 x)``, decoded by libjpeg (torchvision's
@@ -326,5 +305,5 @@ def jpeg_apply(x: Tensor, quality: int) -> Tensor:
     out = new_output(xc)
     native.compile_kernels()
     per = max(1, 65535 // max(H, 1))  # JPEG frames are at most 65535 rows
-    _over_threads(B, lambda b0, b1: _jpeg_group(xc[b0:b1], out[b0:b1], quality), most=per)
+    native.over_threads(B, lambda b0, b1: _jpeg_group(xc[b0:b1], out[b0:b1], quality), most=per)
     return out.to(x.device, x.dtype)
