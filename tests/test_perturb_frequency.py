@@ -82,6 +82,21 @@ def test_project_to_band_is_a_real_idempotent_projection():
     assert torch.allclose(p + q, d, atol=1e-5)
 
 
+def test_projection_equals_the_two_sided_fft_reference_on_odd_and_even_grids():
+    """The one-sided transform computes ``real(IFFT(FFT(δ)·mask))`` with the full (H, W) mask, also where W
+    is odd (no Nyquist column) or H is odd; a stop filter with the DC bin kept likewise."""
+    for h, w in ((32, 32), (17, 24), (20, 15), (9, 9)):
+        d = torch.randn(2, 3, h, w, generator=_g(h + w), dtype=torch.float64).float()
+        for lo, hi in ((0.1, 0.3), (0.0, 0.12), (0.3, Fq.R_MAX)):
+            ref = torch.fft.ifft2(torch.fft.fft2(d.double()) * Fq.band_mask(h, w, lo, hi).double()).real
+            assert torch.allclose(Fq.project_to_band(d, lo, hi).double(), ref, atol=1e-5), (h, w, lo, hi)
+        x = torch.rand(2, 3, h, w, generator=_g(1))
+        m = 1 - Fq.band_mask(h, w, *Fq.BANDS["mid"]).double()
+        m[0, 0] = 1.0
+        ref = torch.fft.ifft2(torch.fft.fft2(x.double()) * m).real.clamp(0, 1)
+        assert torch.allclose(Fq.band_filter(x, band="mid", mode="stop").double(), ref, atol=1e-5), (h, w)
+
+
 @pytest.mark.parametrize("norm,eps", [("l2", 2.0), ("linf", 8 / 255)])
 def test_band_noise_exact_norm_and_band(norm, eps):
     x = _mid_grey()

@@ -28,6 +28,7 @@ perturbation and put a little energy outside its band (near saturated pixels).
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from collections.abc import Sequence
@@ -105,20 +106,40 @@ def band_mask(h: int, w: int, f_lo: float, f_hi: float, device: torch.device | s
     The upper edge is inclusive when ``f_hi >= 0.5·√2`` so the full band keeps every bin.
     """
     check_band(f_lo, f_hi)
-    r = radial_frequency(h, w, device)
+    return _half_mask(h, w, float(f_lo), float(f_hi), str(torch.device(device or "cpu")), False).clone()
+
+
+@functools.lru_cache(maxsize=32)
+def _half_mask(h: int, w: int, f_lo: float, f_hi: float, device: str, half: bool) -> torch.Tensor:
+    """:func:`band_mask`, cached (never written to: callers copy it), or its ``(H, W // 2 + 1)`` columns of the
+    one-sided (``rfft2``) layout when ``half``."""
+    if half:  # the one-sided layout's columns 0..W/2 (the mask is even: bin -k is bin k's twin)
+        fy = torch.fft.fftfreq(h, device=device, dtype=torch.float64)
+        fx = torch.fft.rfftfreq(w, device=device, dtype=torch.float64)
+        r = torch.sqrt(fy[:, None] ** 2 + fx[None, :] ** 2)  # (H, W // 2 + 1)
+    else:
+        r = radial_frequency(h, w, device)  # (H, W)
     upper = r <= f_hi if f_hi >= R_MAX - 1e-12 else r < f_hi
-    return ((r >= f_lo) & upper).float()  # (H, W)
+    return ((r >= f_lo) & upper).float()
+
+
+def _band_project(x: torch.Tensor, mask_half: torch.Tensor) -> torch.Tensor:
+    """``real(IFFT(FFT(x) · M))`` for an even real mask ``M`` given by its one-sided columns ``(H, W // 2 + 1)``:
+    computed as ``irfft2(rfft2(x) · M)`` (the same linear map, half the transform), float32 ``(..., H, W)``."""
+    h, w = x.shape[-2:]
+    return torch.fft.irfft2(torch.fft.rfft2(x.float()) * mask_half, s=(h, w))
 
 
 def project_to_band(delta: torch.Tensor, f_lo: float, f_hi: float) -> torch.Tensor:
-    """Orthogonal projection of ``delta (..., H, W)`` onto the radial band: ``real(IFFT(FFT(δ)·mask))``.
+    """Orthogonal projection of ``delta (..., H, W)`` onto the radial band: ``real(IFFT(FFT(δ)·mask))``
+    (as ``irfft2(rfft2(δ)·mask)``, half the transform).
 
     Keeps dtype and shape. Differentiable (a linear map).
     """
+    check_band(f_lo, f_hi)
     h, w = delta.shape[-2:]
-    mask = band_mask(h, w, f_lo, f_hi, delta.device)  # (H, W)
-    spec = torch.fft.fft2(delta.float())  # (..., H, W) complex
-    return torch.fft.ifft2(spec * mask).real.to(delta.dtype)
+    mask = _half_mask(h, w, float(f_lo), float(f_hi), str(delta.device), True)  # (H, W // 2 + 1)
+    return _band_project(delta, mask).to(delta.dtype)
 
 
 def out_of_band_energy(delta: torch.Tensor, f_lo: float, f_hi: float) -> torch.Tensor:
@@ -216,13 +237,13 @@ def _filter(x: torch.Tensor, band: Band, mode: str, keep_dc: bool) -> torch.Tens
         raise InputError(f"mode={mode!r} must be 'pass' (keep the band) or 'stop' (remove it)")
     f_lo, f_hi = resolve_band(band)
     h, w = x.shape[-2:]
-    mask = band_mask(h, w, f_lo, f_hi, x.device)  # (H, W)
-    if mode == "stop":
-        mask = 1 - mask
-    if keep_dc:
-        mask[0, 0] = 1.0
-    out = torch.fft.ifft2(torch.fft.fft2(x.float()) * mask).real  # (B, 3, H, W)
-    return out.clamp(0, 1).to(x.dtype)
+    check_band(f_lo, f_hi)
+    mask = _half_mask(h, w, float(f_lo), float(f_hi), str(x.device), True)  # (H, W // 2 + 1)
+    if mode == "stop" or keep_dc:
+        mask = 1 - mask if mode == "stop" else mask.clone()
+        if keep_dc:
+            mask[0, 0] = 1.0
+    return _band_project(x, mask).clamp(0, 1).to(x.dtype)  # (B, 3, H, W)
 
 
 @register_perturbation("low_pass", "frequency")
