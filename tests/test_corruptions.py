@@ -508,13 +508,53 @@ def test_impulse_noise_draws_are_two_whole_batch_rands(x):
         assert torch.equal(torch.rand(4, generator=g1), torch.rand(4, generator=g2))  # same generator state after
 
 
-def test_shot_noise_draws_are_one_whole_batch_poisson(x):
-    xb = _big(x)
-    for s, c in zip((1, 5), (60, 3)):
-        g1, g2 = gen(s), gen(s)
-        expected = (torch.poisson(xb * c, generator=g2) / c).clamp(0, 1)
-        assert torch.equal(C.shot_noise(xb, s, generator=g1), expected)
-        assert torch.equal(torch.rand(4, generator=g1), torch.rand(4, generator=g2))
+@pytest.mark.parametrize("lam", [0.05, 0.7, 3.0, 9.9, 10.0, 17.5, 60.0, 300.0, 1500.0])
+def test_native_poisson_sampler_fits_the_poisson_law(lam):
+    """Both of the sampler's methods (multiplication below a mean of 10, PTRS above, log k! from the table
+    and from lgamma beyond k = 1023) against scipy's Poisson pmf: a chi-square test on 100k draws (bins
+    pooled to >= 20 expected counts), and the mean and variance."""
+    from scipy import stats
+
+    from vlmkit.perturb.kernels import native
+
+    c = 4096.0  # the rate x * c with x = lam / c; the output k / c stays below the clamp at 1
+    x = np.full((2, 50_000), lam / c, np.float32)
+    out = np.empty_like(x)
+    native.poisson_planes(x, out, c, np.array([7, 2 ** 61 + 3], np.uint64))
+    k = np.rint(out.astype(np.float64) * c).astype(np.int64).ravel()
+    rate = float(np.float32(np.float32(lam / c) * np.float32(c)))
+    assert abs(k.mean() - rate) < 5 * math.sqrt(rate / k.size) and abs(k.var() / rate - 1) < 0.03
+    edges = [0]  # pool the support into bins of >= 20 expected draws
+    hi = int(stats.poisson.ppf(1 - 1e-9, rate)) + 1
+    for v in range(1, hi):
+        if stats.poisson.cdf(v - 1, rate) - stats.poisson.cdf(edges[-1] - 1, rate) >= 20 / k.size:
+            edges.append(v)
+    edges[-1:] = [hi * 10]  # the last bin takes the upper tail
+    expect = np.diff([stats.poisson.cdf(e - 1, rate) for e in edges])
+    expect = np.append(expect[:-1], 1 - expect[:-1].sum()) * k.size
+    seen = np.histogram(k, bins=edges)[0]
+    if len(seen) > 1:
+        assert stats.chisquare(seen, expect).pvalue > 1e-4, (lam, seen, expect)
+
+
+def test_shot_noise_draws_one_stream_per_image(x):
+    """Each image's noise depends on its own seed (one ``torch.randint`` draw per image, in batch order):
+    the same generator state gives the same batch, an image's noise is the same alone as in its batch
+    (given the same seed), and distinct images' streams differ."""
+    from vlmkit.perturb.kernels import native
+
+    xb = x.float()[:3]
+    for s in (1, 5):
+        y1, y2 = C.shot_noise(xb, s, generator=gen(s)), C.shot_noise(xb, s, generator=gen(s))
+        assert torch.equal(y1, y2)
+        seeds = torch.randint(0, 2 ** 62, (3,), generator=gen(s)).numpy().astype(np.uint64)
+        c = [60, 25, 12, 5, 3][s - 1]
+        one = np.empty((1, xb[1].numel()), np.float32)
+        native.poisson_planes(xb[1].reshape(1, -1).numpy(), one, c, seeds[1:2])
+        assert np.array_equal(one.reshape(xb[1].shape), y1[1].numpy())
+        same = xb[:1].expand(2, -1, -1, -1).contiguous()  # one image twice: two seeds, two noise fields
+        z = C.shot_noise(same, s, generator=gen(s))
+        assert not torch.equal(z[0], z[1])
 
 
 def test_plasma_chunked_draws_equal_whole_batch_draws():

@@ -92,15 +92,7 @@ def gaussian_noise(x: Tensor, severity: int = 1, *, generator: torch.Generator |
 def shot_noise(x: Tensor, severity: int = 1, *, generator: torch.Generator | None = None) -> Tensor:
     """Poisson (photon) noise ``Poisson(x * c) / c``, c = 60..3 (Hendrycks & Dietterich 2019)."""
     c = [60, 25, 12, 5, 3][severity - 1]
-    g = default_generator(x, generator)
-    if x.device.type != "cpu":
-        return (torch.poisson(x * c, generator=g) / c).clamp(0, 1)
-    # CPU: a few images at a time (the generator samples values in order: the same draws as one call)
-    out = common.new_output(x)
-    step = common.image_chunk(x)
-    for b0 in range(0, x.shape[0], step):
-        torch.div(torch.poisson(x[b0:b0 + step] * c, generator=g), c, out=out[b0:b0 + step]).clamp_(0, 1)
-    return out
+    return noise.shot_apply(x, c, default_generator(x, generator))
 
 
 @register_perturbation("impulse_noise", family="noise", reference=REF)

@@ -1,7 +1,8 @@
 """Noise kernels of ImageNet-C (Hendrycks & Dietterich 2019) that need more than one draw and a blend.
 
-Gaussian, shot and speckle noise (one field each) are drawn and applied in :mod:`vlmkit.perturb.corruptions`;
-here is impulse (salt-and-pepper) noise, skimage's ``random_noise(mode='s&p')``, whose two uniform fields
+Gaussian and speckle noise (one field each) are drawn and applied in :mod:`vlmkit.perturb.corruptions`;
+here are shot noise, whose CPU draws come from a compiled Poisson sampler (:func:`.native.poisson_planes`),
+and impulse (salt-and-pepper) noise, skimage's ``random_noise(mode='s&p')``, whose two uniform fields
 are drawn chunk by chunk on CPU into one small buffer with exactly the values of two whole-batch draws.
 """
 
@@ -9,11 +10,34 @@ from __future__ import annotations
 
 import torch
 
+from vlmkit.perturb.kernels import native
 from vlmkit.perturb.kernels.common import image_chunk, new_output
 
 Tensor = torch.Tensor
 
 # ----------------------------------------------------------------------------------------- noise
+
+
+def shot_apply(x: Tensor, c: float, generator: torch.Generator) -> Tensor:
+    """ImageNet-C shot noise ``clamp(Poisson(x * c) / c, 0, 1)`` (the reference: ``np.random.poisson``).
+
+    On CPU each image takes one 62-bit seed from ``generator`` (``torch.randint``, in batch order) and draws
+    its values from its own stream in :func:`.native.poisson_planes` (split over the torch threads), so an
+    image's noise depends on its seed only; elsewhere ``torch.poisson`` on the whole batch.
+    """
+    if x.device.type != "cpu":
+        return (torch.poisson(x * c, generator=generator) / c).clamp(0, 1)
+    B = x.shape[0]
+    seeds = torch.randint(0, 2 ** 62, (B,), generator=generator).numpy().astype("uint64")  # (B,)
+    xc = x.detach().to(torch.float32).contiguous()
+    out = new_output(xc)
+    if B == 0:
+        return out.to(x.dtype)
+    flat, dst = xc.reshape(B, -1).numpy(), out.reshape(B, -1).numpy()  # (B, 3 H W)
+    native.compile_kernels()
+    native.over_threads(B, lambda b0, b1: native.poisson_planes(flat[b0:b1], dst[b0:b1], c, seeds[b0:b1]))
+    return out if x.dtype == torch.float32 else out.to(x.dtype)
+
 
 
 def impulse_apply(x: Tensor, amount: float, generator: torch.Generator) -> Tensor:
