@@ -45,6 +45,26 @@ def test_statistics_of_items_equal_independent_references():
         Items(np.zeros(3), statistic="ratio")
 
 
+def test_mean_interval_reads_the_same_resamples_as_the_stats_bootstrap():
+    """The engine's percentile interval of a mean (the cell's draw as counts, one product) equals
+    ``vlmkit.stats.bootstrap_ci`` on the same seed (which gathers the resampled items and averages them),
+    and the ``numpy`` percentile bootstrap written out by hand; BCa still goes through ``bootstrap_ci``."""
+    from vlmkit.stats import bootstrap_ci
+
+    rng = np.random.default_rng(2)
+    v = rng.gamma(2.0, 1.0, 300)
+    value, lo, hi, how = interval(Items(v), n_boot=800, seed=11)
+    ref = bootstrap_ci(v, "mean", n_boot=800, seed=11)
+    assert how == "percentile" and value == pytest.approx(v.mean())
+    assert (lo, hi) == pytest.approx((ref.low, ref.high), rel=1e-12)
+    idx = np.random.default_rng(11).integers(0, 300, (800, 300))  # stats.resample_indices' documented draw
+    assert (lo, hi) == pytest.approx(tuple(np.quantile(v[idx].mean(1), [0.025, 0.975])), rel=1e-12)
+    bca = interval(Items(v), n_boot=800, seed=11, method="bca")
+    assert bca[3] == "bca" and bca[1:3] == pytest.approx(
+        (bootstrap_ci(v, "mean", n_boot=800, seed=11, method="bca").low,
+         bootstrap_ci(v, "mean", n_boot=800, seed=11, method="bca").high))
+
+
 def test_t2i_interval_resamples_images_with_their_captions():
     """The cluster bootstrap of per-caption hits equals vlmkit.stats' retrieval bootstrap (the same images
     drawn: the same index matrix), whose loop reference is tested in test_stats."""

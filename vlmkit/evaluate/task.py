@@ -45,12 +45,15 @@ class TaskData:
         extras: Task-specific tensors and lists (caption or class embeddings, masks, options, answers ...).
         key: Hash of everything the task's outputs depend on besides the model and the cell.
         clean: The clean cell's outputs, set by the runner before any other cell runs.
+        memo: Values a task derives once from ``clean`` and reuses in every cell (its clean predictions),
+            each stored with the clean output it came from.
     """
 
     images: torch.Tensor
     extras: dict[str, Any] = field(default_factory=dict)
     key: str = ""
     clean: dict[str, torch.Tensor] | None = None
+    memo: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
         return len(self.images)
