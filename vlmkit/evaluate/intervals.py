@@ -11,8 +11,9 @@ perturbed confidence for AUROC). The runner turns them into the row's ``value`` 
   the cluster bootstrap — images are resampled with all their captions (percentile);
 * everything else: the bootstrap over items (percentile or BCa, Efron 1987).
 
-The resamples are seeded per cell: every metric of a cell over the same units reads the same draws (a
-joint bootstrap, as :func:`vlmkit.stats.retrieval_bootstrap`), drawn once and shared.
+The resamples are seeded once per run (model × dataset × grid seed): every metric of every cell over the
+same units reads the same draws of the images (a joint bootstrap with common random numbers, as
+:func:`vlmkit.stats.retrieval_bootstrap`), drawn once and shared.
 
 ``value`` is unchanged by all this: it is the metric as before (the mean of the outcomes, or the
 task's own number).
@@ -123,7 +124,7 @@ def _statistic(name: str, n_bins: int = 15) -> Any:
 
 @functools.lru_cache(maxsize=2)
 def _counts(units: int, n_boot: int, seed: int) -> np.ndarray:
-    """Read-only multiplicities ``(n_boot, U)`` of the units in each resample, shared by a cell's metrics."""
+    """Read-only multiplicities ``(n_boot, U)`` of the units in each resample, shared by a run's metrics."""
     counts = resample_counts(resample_indices(units, n_boot, seed), units)
     counts.flags.writeable = False
     return counts
@@ -138,7 +139,7 @@ def interval(items: Items, *, n_boot: int = 1000, ci: float = 0.95, method: str 
         n_boot: Bootstrap resamples.
         ci: Confidence level.
         method: ``"percentile"`` or ``"bca"`` for the item bootstrap.
-        seed: Seeds the resamples (the runner derives it from the grid's seed and the cell).
+        seed: Seeds the resamples (the runner derives one from the grid's seed for the whole run).
     """
     value = items.point()
     v, n = items.values, len(items.values)

@@ -108,6 +108,8 @@ class Runner:
         self.store_model = self.model_name + (f"@{self.precision}" if self.precision else "")
         self.config = {"task": task.name, **task.options(), "image_size": int(data.images.shape[-1]),
                        "precision": self.precision or "float32"}
+        #: Seed of every interval's resamples in this run (:mod:`vlmkit.evaluate.intervals`).
+        self.bootstrap_seed = derive_seed(self.seed, "bootstrap")
         self.run_key = stable_hash(ENGINE_VERSION, task.name, model_key, data.key, self.config, self.seed)
         if not (isinstance(n_boot, int) and n_boot > 0) or not 0 < ci < 1 or ci_method not in CI_METHODS:
             raise InputError(f"n_boot={n_boot!r}, ci={ci!r}, ci_method={ci_method!r}; expected a positive int, a "
@@ -258,11 +260,10 @@ class Runner:
         out = []
         for k, v in metrics.items():
             stats: dict[str, Any] = {"ci_low": float("nan"), "ci_high": float("nan"), "n_boot": 0, "ci_method": "none"}
-            if isinstance(v, Items):  # one draw per cell, shared by its metrics; a transfer cell resamples as
-                # its white-box cell does (same draws)
+            if isinstance(v, Items):  # one draw per run (common random numbers): every metric of every cell,
+                # transfer cells included, resamples the same images
                 value, lo, hi, how = interval(v, n_boot=self.intervals["n_boot"], ci=self.intervals["ci"],
-                                              method=self.intervals["ci_method"],
-                                              seed=derive_seed(self.seed, key or cell.white_box.key))
+                                              method=self.intervals["ci_method"], seed=self.bootstrap_seed)
                 boot = self.intervals["n_boot"] if "percentile" in how or how == "bca" else 0
                 stats = {"ci_low": lo, "ci_high": hi, "n_boot": boot, "ci_method": how}
                 if v.per_item is not None:
