@@ -176,10 +176,8 @@ def _kernels() -> dict[str, Any]:
                         else:
                             break
                 else:  # PTRS, Hormann (1993), "The transformed rejection method for generating Poisson random variables"
-                    slam, loglam = np.sqrt(lam), np.log(lam)
-                    bb = 0.931 + 2.53 * slam
+                    bb = 0.931 + 2.53 * np.sqrt(lam)
                     a = -0.059 + 0.02483 * bb
-                    invalpha = 1.1239 + 1.1328 / (bb - 3.4)
                     vr = 0.9277 - 3.6224 / (bb - 2.0)
                     while True:
                         state += golden
@@ -196,9 +194,10 @@ def _kernels() -> dict[str, Any]:
                             break
                         if k < 0.0 or (us < 0.013 and v > us):
                             continue
-                        ki = int(k)
+                        ki = int(k)  # the slow test (~1 in 7 draws): log(alpha) and log(lam) only here
                         lf = logfact[ki] if ki < nf else math.lgamma(k + 1.0)
-                        if np.log(v) + np.log(invalpha) - np.log(a / (us * us) + bb) <= -lam + k * loglam - lf:
+                        invalpha = 1.1239 + 1.1328 / (bb - 3.4)
+                        if np.log(v) + np.log(invalpha) - np.log(a / (us * us) + bb) <= -lam + k * np.log(lam) - lf:
                             break
                 ob[i] = min(max(np.float32(k) * inv_c, np.float32(0.0)), np.float32(1.0))
 
