@@ -64,7 +64,7 @@ def main() -> None:
     ap.add_argument("--models", default="toy:vit,conse:default,open_clip:ViT-B-32")
     ap.add_argument("--toy-n", type=int, default=1000, help="toy-world retrieval images for toy models")
     ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--repeats", type=int, default=2, help="timed repeats (median of each side)")
+    ap.add_argument("--repeats", type=int, default=3, help="timed repeats (median of each side)")
     args = ap.parse_args()
     vlmkit.seed_everything(0)
     tmp = Path(tempfile.mkdtemp(prefix="vlmkit-bench-engine-"))
