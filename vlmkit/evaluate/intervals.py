@@ -166,7 +166,7 @@ def interval(items: Items, *, n_boot: int = 1000, ci: float = 0.95, method: str 
     if items.binary and items.statistic == "mean":
         w = wilson_ci(int(round(v.sum())), n, ci=ci)
         return value, w.low, w.high, "wilson"
-    if items.statistic == "mean" and method == "percentile":  # the cell's shared draw as counts: one GEMV
+    if items.statistic == "mean" and method == "percentile":  # the run's shared draw as counts: one GEMV
         boot = _counts(n, n_boot, seed) @ v / n  # (n_boot,) = the resamples' means, as bootstrap_ci's
         lo, hi = percentile_interval(value, boot, ci=ci, method="percentile")
         return value, float(lo), float(hi), "percentile"

@@ -1,4 +1,4 @@
-"""Compiled CPU loops (numba): the two kernels whose reference is a C library (pixelate, JPEG), and motion blur.
+"""Compiled CPU loops (numba): the kernels whose reference is a C library (pixelate, JPEG), motion blur, shot noise.
 
 The reference runs Pillow's C resampler and libjpeg on 8-bit images; a chain of whole-tensor torch ops on
 float32 planes moves four times the bytes and, for Pillow's uneven box runs, needs gathers along the row
@@ -15,13 +15,15 @@ arithmetic in one pass per image plane, with the intermediates in cache:
   instead of one small torch op per tap and image;
 * :func:`poisson_planes` -- Poisson draws ``Poisson(x * c) / c`` (shot noise) from a seeded splitmix64 stream
   per image: Knuth's multiplication method below a mean of 10 and Hormann's PTRS above (both as numpy's
-  ``Generator.poisson``), about 4x faster than ``torch.poisson``'s CPU sampler.
+  ``Generator.poisson``), ~1.7x ``torch.poisson``'s CPU sampler (0.45 vs 0.75 ms per 64-px image at c = 25)
+  and split over threads.
 
 numba is imported on the first call (``import numba`` costs ~0.5 s; ``import vlmkit`` stays light) and the
 compiled code is cached on disk next to this file. Every function releases the GIL, so callers split a batch
-over threads (:func:`over_threads`). :mod:`.digital` and :mod:`.blur` use them on CPU batches; CUDA batches
-take their torch paths. Pixelate and JPEG are checked byte for byte against the reference, motion blur against
-the torch path and the reference, in ``tests/test_corruptions.py``.
+over threads (:func:`over_threads`). :mod:`.digital`, :mod:`.blur` and :mod:`.noise` use them on CPU batches;
+CUDA batches take their torch paths. Pixelate and JPEG are checked byte for byte against the reference, motion
+blur against the torch path and the reference, the Poisson sampler against scipy's pmf (chi-square), in
+``tests/test_corruptions.py``.
 """
 
 from __future__ import annotations
@@ -154,12 +156,12 @@ def _kernels() -> dict[str, Any]:
         B = x.shape[0]  # (B, n) float32 values in [0, 1] -> out (B, n) float32: Poisson(x * c) / c, clamped
         n = x.shape[1]
         nf = logfact.shape[0]
-        inv_c = np.float32(1.0) / np.float32(c)
+        c32 = np.float32(c)
         for b in range(B):
             state = seeds[b]
             xb, ob = x[b], out[b]
             for i in range(n):
-                lam = np.float64(np.float32(xb[i] * np.float32(c)))  # the rate as torch forms it, x * c in float32
+                lam = np.float64(xb[i] * c32)  # the rate as torch forms it, x * c in float32
                 k = 0.0
                 if lam <= 0.0:
                     k = 0.0
@@ -199,7 +201,7 @@ def _kernels() -> dict[str, Any]:
                         invalpha = 1.1239 + 1.1328 / (bb - 3.4)
                         if np.log(v) + np.log(invalpha) - np.log(a / (us * us) + bb) <= -lam + k * np.log(lam) - lf:
                             break
-                ob[i] = min(max(np.float32(k) * inv_c, np.float32(0.0)), np.float32(1.0))
+                ob[i] = min(max(np.float32(k) / c32, np.float32(0.0)), np.float32(1.0))
 
     return {"pixelate_planes": pixelate_planes, "pack_rgbx": pack_rgbx, "unpack_rgb": unpack_rgb,
             "motion_planes": motion_planes, "poisson_planes": poisson_planes}
