@@ -106,21 +106,21 @@ def band_mask(h: int, w: int, f_lo: float, f_hi: float, device: torch.device | s
     The upper edge is inclusive when ``f_hi >= 0.5·√2`` so the full band keeps every bin.
     """
     check_band(f_lo, f_hi)
-    return _half_mask(h, w, float(f_lo), float(f_hi), str(torch.device(device or "cpu")), False).clone()
+    return _mask(h, w, float(f_lo), float(f_hi), str(torch.device(device or "cpu"))).clone()
 
 
 @functools.lru_cache(maxsize=32)
-def _half_mask(h: int, w: int, f_lo: float, f_hi: float, device: str, half: bool) -> torch.Tensor:
-    """:func:`band_mask`, cached (never written to: callers copy it), or its ``(H, W // 2 + 1)`` columns of the
-    one-sided (``rfft2``) layout when ``half``."""
-    if half:  # the one-sided layout's columns 0..W/2 (the mask is even: bin -k is bin k's twin)
-        fy = torch.fft.fftfreq(h, device=device, dtype=torch.float64)
-        fx = torch.fft.rfftfreq(w, device=device, dtype=torch.float64)
-        r = torch.sqrt(fy[:, None] ** 2 + fx[None, :] ** 2)  # (H, W // 2 + 1)
-    else:
-        r = radial_frequency(h, w, device)  # (H, W)
+def _mask(h: int, w: int, f_lo: float, f_hi: float, device: str) -> torch.Tensor:
+    """:func:`band_mask`, cached: never written to (callers copy it or read its one-sided columns)."""
+    r = radial_frequency(h, w, device)  # (H, W)
     upper = r <= f_hi if f_hi >= R_MAX - 1e-12 else r < f_hi
     return ((r >= f_lo) & upper).float()
+
+
+def _one_sided(h: int, w: int, f_lo: float, f_hi: float, device: torch.device) -> torch.Tensor:
+    """The mask's columns ``0..W/2`` ``(H, W // 2 + 1)``, the ``rfft2`` layout (the mask is even: bin ``-k`` is
+    bin ``k``'s twin, and ``|fftfreq|`` of those columns is ``rfftfreq``)."""
+    return _mask(h, w, float(f_lo), float(f_hi), str(device))[:, : w // 2 + 1]
 
 
 def _band_project(x: torch.Tensor, mask_half: torch.Tensor) -> torch.Tensor:
@@ -138,7 +138,7 @@ def project_to_band(delta: torch.Tensor, f_lo: float, f_hi: float) -> torch.Tens
     """
     check_band(f_lo, f_hi)
     h, w = delta.shape[-2:]
-    mask = _half_mask(h, w, float(f_lo), float(f_hi), str(delta.device), True)  # (H, W // 2 + 1)
+    mask = _one_sided(h, w, f_lo, f_hi, delta.device)  # (H, W // 2 + 1)
     return _band_project(delta, mask).to(delta.dtype)
 
 
@@ -237,8 +237,7 @@ def _filter(x: torch.Tensor, band: Band, mode: str, keep_dc: bool) -> torch.Tens
         raise InputError(f"mode={mode!r} must be 'pass' (keep the band) or 'stop' (remove it)")
     f_lo, f_hi = resolve_band(band)
     h, w = x.shape[-2:]
-    check_band(f_lo, f_hi)
-    mask = _half_mask(h, w, float(f_lo), float(f_hi), str(x.device), True)  # (H, W // 2 + 1)
+    mask = _one_sided(h, w, f_lo, f_hi, x.device)  # (H, W // 2 + 1)
     if mode == "stop" or keep_dc:
         mask = 1 - mask if mode == "stop" else mask.clone()
         if keep_dc:

@@ -39,7 +39,6 @@ def shot_apply(x: Tensor, c: float, generator: torch.Generator) -> Tensor:
     return out if x.dtype == torch.float32 else out.to(x.dtype)
 
 
-
 def impulse_apply(x: Tensor, amount: float, generator: torch.Generator) -> Tensor:
     """skimage ``random_noise(mode='s&p', amount)``: a value is replaced (``U < amount``) by 1 or 0 (``U' < 0.5``).
 
