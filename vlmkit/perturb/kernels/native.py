@@ -152,6 +152,14 @@ def _kernels() -> dict[str, Any]:
     unit = 1.0 / 9007199254740992.0  # 2^-53
 
     @jit
+    def uniform(state):  # pragma: no cover - compiled
+        """One splitmix64 step (Steele et al. 2014): the next state and a uniform in [0, 1) from its top 53 bits."""
+        state += golden
+        z = (state ^ (state >> s30)) * m1
+        z = (z ^ (z >> s27)) * m2
+        return state, np.float64((z ^ (z >> s31)) >> s11) * unit
+
+    @jit
     def poisson_planes(x, out, c, seeds, logfact):  # pragma: no cover - compiled
         B = x.shape[0]  # (B, n) float32 values in [0, 1] -> out (B, n) float32: Poisson(x * c) / c, clamped
         n = x.shape[1]
@@ -169,10 +177,8 @@ def _kernels() -> dict[str, Any]:
                     enlam = np.exp(-lam)
                     prod = 1.0
                     while True:
-                        state += golden
-                        z = (state ^ (state >> s30)) * m1
-                        z = (z ^ (z >> s27)) * m2
-                        prod *= np.float64((z ^ (z >> s31)) >> s11) * unit
+                        state, u = uniform(state)
+                        prod *= u
                         if prod > enlam:
                             k += 1.0
                         else:
@@ -182,14 +188,9 @@ def _kernels() -> dict[str, Any]:
                     a = -0.059 + 0.02483 * bb
                     vr = 0.9277 - 3.6224 / (bb - 2.0)
                     while True:
-                        state += golden
-                        z = (state ^ (state >> s30)) * m1
-                        z = (z ^ (z >> s27)) * m2
-                        u = np.float64((z ^ (z >> s31)) >> s11) * unit - 0.5
-                        state += golden
-                        z = (state ^ (state >> s30)) * m1
-                        z = (z ^ (z >> s27)) * m2
-                        v = np.float64((z ^ (z >> s31)) >> s11) * unit
+                        state, u = uniform(state)
+                        u -= 0.5
+                        state, v = uniform(state)
                         us = 0.5 - abs(u)
                         k = np.floor((2.0 * a / us + bb) * u + lam + 0.43)
                         if us >= 0.07 and v <= vr:
