@@ -18,6 +18,7 @@ import torch
 
 from vlmkit.errors import InputError
 from vlmkit.registry import METRICS
+from vlmkit.stats import first_positive_ranks
 
 
 def _check(image_emb: torch.Tensor, text_emb: torch.Tensor, text_to_image: torch.Tensor) -> None:
@@ -74,12 +75,7 @@ def retrieval_outcomes(image_emb: torch.Tensor, text_emb: torch.Tensor, text_to_
     _check(image_emb, text_emb, text_to_image)
     t2i_to = text_to_image.to(image_emb.device)
     scores = text_emb.float() @ image_emb.float().T  # (T, N)
-    # each caption has exactly one positive: its own image; an image's best positive is its best caption
-    pos = scores.gather(1, t2i_to[:, None])  # (T, 1)
-    best = torch.full((scores.shape[1],), -torch.inf, dtype=scores.dtype, device=scores.device)
-    best = best.scatter_reduce(0, t2i_to, pos[:, 0], "amax")  # (N,) the first_positive_rank rule, both ways
-    i2t_rank = (scores > best[None, :]).sum(dim=0) + 1  # (N,)
-    t2i_rank = (scores > pos).sum(dim=1) + 1  # (T,)
+    i2t_rank, t2i_rank = first_positive_ranks(scores.T, t2i_to)  # (N,), (T,): the first_positive_rank rule
     out: dict[str, torch.Tensor] = {}
     for k in ks:
         if k < 1:

@@ -27,6 +27,7 @@ from vlmkit.stats.bootstrap import (
     CI,
     RetrievalItems,
     bootstrap_ci,
+    first_positive_ranks,
     resample_indices,
     retrieval_bootstrap,
     retrieval_items,
@@ -41,6 +42,6 @@ __all__ = [
     "Correlation",
     "rank_correlation",
     "CI", "Comparison", "RetrievalItems",
-    "across_seeds", "bootstrap_ci", "compare", "holm", "mcnemar_exact", "paired_bootstrap", "resample_indices",
+    "across_seeds", "bootstrap_ci", "compare", "first_positive_ranks", "holm", "mcnemar_exact", "paired_bootstrap", "resample_indices",
     "retrieval_bootstrap", "retrieval_items", "retrieval_recall_ci", "wilson_ci",
 ]

@@ -291,27 +291,29 @@ def wilson_ci(successes: int, n: int, ci: float = 0.95) -> CI:
 
 
 # ---------------------------------------------------------------- retrieval
-def _first_positive_ranks(sims: torch.Tensor, text_to_image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def first_positive_ranks(sims: torch.Tensor, text_to_image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """1-based rank of the first positive, per image among all captions and per caption among all images.
 
-    A rank is ``1 + #{candidates scored strictly above the best positive}`` (ties are resolved in the
-    query's favour): the rule of :func:`vlmkit.metrics.first_positive_rank`, kept here because ``stats``
-    knows only numbers.
-    The matrix is read in row blocks, never copied whole.
+    A rank is ``1 + #{candidates scored strictly above the best positive}``: a candidate tying with the best
+    positive counts in the query's favour, so a rank does not depend on the order of the candidates (the rule
+    of :func:`vlmkit.metrics.first_positive_rank`; :func:`vlmkit.metrics.retrieval_outcomes` ranks through
+    this function). The matrix is read in row blocks, never copied whole.
 
     Args:
-        sims: ``(N_img, N_txt)`` image × caption scores.
-        text_to_image: ``(N_txt,)`` image index of each caption.
+        sims: ``(N_img, N_txt)`` image × caption scores (any device).
+        text_to_image: ``(N_txt,)`` image index of each caption, on ``sims``' device.
 
     Returns:
         ``(N_img,)`` image→text ranks (``N_txt + 1`` for an image without captions) and ``(N_txt,)``
-        text→image ranks, both int64.
+        text→image ranks, both int64, on ``sims``' device.
     """
     n_img, n_txt = sims.shape
-    pos = sims[text_to_image, torch.arange(n_txt)]  # (T,) score of each caption with its image
-    best = torch.full((n_img,), -torch.inf, dtype=sims.dtype).scatter_reduce(0, text_to_image, pos, "amax")  # (N,)
-    i2t = torch.empty(n_img, dtype=torch.int64)
-    t2i = torch.zeros(n_txt, dtype=torch.int64)
+    dev = sims.device
+    pos = sims[text_to_image, torch.arange(n_txt, device=dev)]  # (T,) score of each caption with its image
+    best = torch.full((n_img,), -torch.inf, dtype=sims.dtype, device=dev).scatter_reduce(
+        0, text_to_image, pos, "amax")  # (N,)
+    i2t = torch.empty(n_img, dtype=torch.int64, device=dev)
+    t2i = torch.zeros(n_txt, dtype=torch.int64, device=dev)
     rows = max(1, _RANK_BLOCK // max(1, n_txt))
     for r in range(0, n_img, rows):
         block = sims[r:r + rows]  # (rows, T)
@@ -371,7 +373,7 @@ def retrieval_items(sims: torch.Tensor | np.ndarray, text_to_image: torch.Tensor
     if not kk or min(kk) < 1:
         raise InputError(f"ks must be cut-offs >= 1, got {list(ks)}")
 
-    i2t_rank, t2i_rank = _first_positive_ranks(s, t2i)
+    i2t_rank, t2i_rank = first_positive_ranks(s, t2i)
     k_arr = np.asarray(kk)
     i2t_hits = (i2t_rank.numpy()[:, None] <= k_arr).astype(np.float64)  # (N, K)
     cap_hits = (t2i_rank.numpy()[:, None] <= k_arr).astype(np.float64)  # (T, K)
