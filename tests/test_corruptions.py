@@ -132,6 +132,26 @@ def test_parity_exact(name: str, ref, photos: np.ndarray, x: torch.Tensor):
         assert np.abs(y - r).max() < 2e-5, (name, s, np.abs(y - r).max())
 
 
+def test_brightness_is_skimage_hsv_round_trip_on_black_grey_and_saturated_pixels():
+    """The one-pass brightness (channels scaled by v'/v) against skimage's rgb2hsv, v + c clipped, hsv2rgb,
+    on pixels the photos rarely hold: black (v = 0), grey (s = 0), pure primaries and values near 1."""
+    from skimage import color
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(2, 3, 16, 16, generator=g)
+    x[0, :, :4] = 0  # black rows
+    x[0, :, 4:8] = x[0, :1, 4:8]  # grey rows
+    x[1, :, :4] = torch.tensor([1.0, 0.0, 0.0]).view(3, 1, 1)  # pure red
+    x[1, :, 4:8] = 0.97 + 0.03 * x[1, :, 4:8]  # near white
+    for s, c in zip(SEV, [0.1, 0.2, 0.3, 0.4, 0.5]):
+        y = C.brightness(x, s)
+        for b in range(2):
+            hsv = color.rgb2hsv(x[b].permute(1, 2, 0).double().numpy())
+            hsv[..., 2] = np.clip(hsv[..., 2] + c, 0, 1)
+            ref = np.clip(color.hsv2rgb(hsv), 0, 1)
+            assert np.abs(y[b].permute(1, 2, 0).numpy() - ref).max() < 1e-6, (s, b)
+
+
 def test_parity_pixelate(ref, photos, x):
     for s in SEV:
         r = run_ref(ref, "pixelate", photos, s)
@@ -508,22 +528,15 @@ def test_impulse_noise_draws_are_two_whole_batch_rands(x):
         assert torch.equal(torch.rand(4, generator=g1), torch.rand(4, generator=g2))  # same generator state after
 
 
-@pytest.mark.parametrize("lam", [0.05, 0.7, 3.0, 9.9, 10.0, 17.5, 60.0, 300.0, 1500.0])
-def test_native_poisson_sampler_fits_the_poisson_law(lam):
-    """Both of the sampler's methods (multiplication below a mean of 10, PTRS above, log k! from the table
-    and from lgamma beyond k = 1023) against scipy's Poisson pmf: a chi-square test on 100k draws (bins
-    pooled to >= 20 expected counts), and the mean and variance."""
+def _fits_poisson(k: np.ndarray, rate: float) -> None:
+    """``k`` (integer draws) against scipy's Poisson pmf at ``rate``: the mean and variance, and a chi-square
+    test with bins pooled to >= 20 expected draws."""
     from scipy import stats
 
-    from vlmkit.perturb.kernels import native
-
-    c = 4096.0  # the rate x * c with x = lam / c; the output k / c stays below the clamp at 1
-    x = np.full((2, 50_000), lam / c, np.float32)
-    out = np.empty_like(x)
-    native.poisson_planes(x, out, c, np.array([7, 2 ** 61 + 3], np.uint64))
-    k = np.rint(out.astype(np.float64) * c).astype(np.int64).ravel()
-    rate = float(np.float32(np.float32(lam / c) * np.float32(c)))
-    assert abs(k.mean() - rate) < 5 * math.sqrt(rate / k.size) and abs(k.var() / rate - 1) < 0.03
+    assert abs(k.mean() - rate) < 5 * math.sqrt(max(rate, 1e-12) / k.size) and (rate == 0 or abs(k.var() / rate - 1) < 0.03)
+    if rate == 0:
+        assert not k.any()
+        return
     edges = [0]  # pool the support into bins of >= 20 expected draws
     hi = int(stats.poisson.ppf(1 - 1e-9, rate)) + 1
     for v in range(1, hi):
@@ -534,7 +547,69 @@ def test_native_poisson_sampler_fits_the_poisson_law(lam):
     expect = np.append(expect[:-1], 1 - expect[:-1].sum()) * k.size
     seen = np.histogram(k, bins=edges)[0]
     if len(seen) > 1:
-        assert stats.chisquare(seen, expect).pvalue > 1e-4, (lam, seen, expect)
+        assert stats.chisquare(seen, expect).pvalue > 1e-4, (rate, seen, expect)
+
+
+@pytest.mark.parametrize("lam", [0.05, 0.7, 3.0, 9.9, 10.0, 17.5, 60.0, 300.0, 1500.0])
+def test_native_poisson_sampler_fits_the_poisson_law(lam):
+    """Both of the sampler's methods for values off the 8-bit grid (multiplication below a mean of 10, PTRS
+    above, log k! from the table and from lgamma beyond k = 1023) against scipy's Poisson pmf: a chi-square
+    test on 100k draws, and the mean and variance."""
+    from vlmkit.perturb.kernels import native
+
+    c = 4096.0  # the rate x * c with x = lam / c; the output k / c stays below the clamp at 1
+    x = np.full((2, 50_000), lam / c, np.float32)
+    out = np.empty_like(x)
+    native.poisson_planes(x, out, c, np.array([7, 2 ** 61 + 3], np.uint64))
+    _fits_poisson(np.rint(out.astype(np.float64) * c).astype(np.int64).ravel(),
+                  float(np.float32(np.float32(lam / c) * np.float32(c))))
+
+
+@pytest.mark.parametrize(("q", "c"), [(0, 60.0), (1, 60.0), (40, 60.0), (128, 60.0), (255, 60.0), (200, 3.0),
+                                      (255, 256.0), (None, 60.0)])
+def test_native_poisson_table_inversion_fits_the_poisson_law(q, c):
+    """8-bit values (``k / 255``, every decoded image's) are drawn by inversion through the per-``c`` CDF and
+    guide tables: the draws fit scipy's Poisson pmf at the level's rate, from 0 to 256; a value off the grid
+    (``None``: 0.3) at the same ``c`` takes the multiplication/PTRS path and fits too. The clamp at 1 is
+    undone by drawing at ``c`` and reading ``k`` below it (q = 255 reaches it, so it is tested on the
+    unclamped part: P(k >= c) is compared separately)."""
+    from scipy import stats
+
+    from vlmkit.perturb.kernels import native
+
+    x0 = np.float32(0.3) if q is None else native.LUT_255[q]
+    x = np.full((2, 50_000), x0, np.float32)
+    out = np.empty_like(x)
+    native.poisson_planes(x, out, c, np.array([11, 2 ** 60 + 5], np.uint64))
+    k = np.rint(out.astype(np.float64) * c).astype(np.int64).ravel()
+    rate = float(np.float32(x0 * np.float32(c)))
+    if x0 * c * 1.0 < c - 3 * math.sqrt(c) - 5:  # the clamp is never reached
+        _fits_poisson(k, rate)
+    else:  # clamped at k = c: below it the pmf, at it the upper tail
+        below = np.array([np.mean(k == j) for j in range(int(c))])
+        tail = stats.poisson.sf(int(c) - 1, rate)
+        assert abs(np.mean(k == int(c)) - tail) < 5 * math.sqrt(tail * (1 - tail) / k.size)
+        ref = stats.poisson.pmf(np.arange(int(c)), rate)
+        assert np.all(np.abs(below - ref) < 5 * np.sqrt(ref * (1 - ref) / k.size) + 1e-4)
+
+
+def test_poisson_tables_are_the_poisson_cdf():
+    """The inversion tables against scipy: every level's CDF to 1e-12, ending at 1, and each guide entry the
+    first index whose CDF exceeds its cut."""
+    from scipy import stats
+
+    from vlmkit.perturb.kernels import native
+
+    for c in (3.0, 60.0, 256.0):
+        cdf, guide = native.poisson_tables(c)
+        rates = (native.LUT_255 * np.float32(c)).astype(np.float64)
+        ref = stats.poisson.cdf(np.arange(cdf.shape[1])[None], rates[:, None])  # (256, K)
+        assert np.abs(cdf - ref).max() < 1e-12 and np.all(cdf[:, -1] == 1) and np.all(np.diff(cdf, axis=1) >= 0)
+        assert ref[:, -2].min() > 1 - 1e-15  # the table ends where the tail is negligible
+        cuts = np.arange(guide.shape[1]) / guide.shape[1]
+        for q in (0, 7, 100, 255):
+            for i, j in enumerate(guide[q]):
+                assert cdf[q, j] > cuts[i] and (j == 0 or cdf[q, j - 1] <= cuts[i])
 
 
 def test_shot_noise_draws_one_stream_per_image(x):
