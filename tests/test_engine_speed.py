@@ -46,9 +46,36 @@ def test_batched_perturbations_are_batch_invariant(size: int) -> None:
             assert torch.equal(whole, single), f"{n}@{s} at {size} px differs by {(whole - single).abs().max():.3g}"
 
 
+def _item_generators() -> list[str]:
+    return [n for n in PERTURBATIONS.list() if PERTURBATIONS.meta(n).get("item_generators") and not n.startswith("_")]
+
+
+@pytest.mark.parametrize("size", [64, 224])
+def test_item_generator_perturbations_equal_one_call_per_image(size: int) -> None:
+    """A perturbation registered ``item_generators`` takes one generator per image in one call: bit for bit the
+    images of one call per image with that image's generator, every severity, two sizes; a sequence of the
+    wrong length, or given to a perturbation that takes one generator, is refused before any work."""
+    from vlmkit.errors import InputError
+    from vlmkit.runtime import item_generators
+
+    assert {"gaussian_noise", "shot_noise", "motion_blur", "band_noise"} <= set(_item_generators())
+    x = (torch.rand(5, 3, size, size, generator=torch.Generator().manual_seed(size)) * 255).round() / 255
+    x[3] = torch.rand(3, size, size, generator=torch.Generator().manual_seed(1))  # one image off the 8-bit grid
+    for n in _item_generators():
+        fn = PERTURBATIONS.get(n)
+        for s in PERTURBATIONS.meta(n).get("severities") or (1,):
+            whole = fn(x, s, generator=item_generators(s, n, range(5)))
+            single = torch.cat([fn(x[i:i + 1], s, generator=g) for i, g in enumerate(item_generators(s, n, range(5)))])
+            assert torch.equal(whole, single), f"{n}@{s} at {size} px differs by {(whole - single).abs().max():.3g}"
+        with pytest.raises(InputError, match="one torch.Generator per image"):
+            fn(x, generator=item_generators(0, n, range(4)))
+    with pytest.raises(InputError, match="only perturbations registered with item_generators"):
+        PERTURBATIONS.get("impulse_noise")(x, 1, generator=item_generators(0, "k", range(5)))
+
+
 def test_cell_apply_batched_equals_per_image_and_any_split() -> None:
     x = torch.rand(7, 3, 64, 64, generator=torch.Generator().manual_seed(1))
-    for name in ("contrast", "gaussian_noise"):
+    for name in ("contrast", "gaussian_noise", "shot_noise", "impulse_noise", "band_noise"):
         cell = Cell("perturbation", name, 3)
         whole = cell.apply(x, list(range(7)), seed=5)
         parts = torch.cat([cell.apply(x[:3], [0, 1, 2], seed=5), cell.apply(x[3:], [3, 4, 5, 6], seed=5)])

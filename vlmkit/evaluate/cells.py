@@ -198,12 +198,15 @@ class Cell:
         params = {**self.params, **{k: v for k, v in (overrides or {}).items() if anykw or k in names}}
         if PERTURBATIONS.meta(self.name).get("batched"):  # no randomness: one call is the per-image calls
             return fn(x, self.severity, **params, **ctx)
+        gens = item_generators(seed, self.key, idx, x.device)
+        if PERTURBATIONS.meta(self.name).get("item_generators"):  # one call, each image drawing from its own
+            return fn(x, self.severity, generator=gens, **params, **ctx)
         call = fn
         if hasattr(fn, "check") and hasattr(fn, "raw"):  # the contract's checks once for the batch
             fn.check(x, self.severity)
             call = fn.raw
         outs = []
-        for j, g in enumerate(item_generators(seed, self.key, idx, x.device)):
+        for j, g in enumerate(gens):
             item = {k: (v[j:j + 1] if k in ITEM_KEYS else v) for k, v in ctx.items()}
             outs.append(call(x[j:j + 1], self.severity, generator=g, **params, **item))
         y = torch.cat(outs)

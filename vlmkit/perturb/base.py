@@ -10,6 +10,12 @@ A perturbation is a **pure function** on a batch of float images in ``[0, 1]``::
   generator seeded with 0 on ``x.device``, so calls without one are still reproducible);
 * runs on CPU and GPU, batched (no per-image Python loops where a batched kernel exists).
 
+A perturbation registered with ``item_generators=True`` also takes ``generator`` as a sequence of ``B``
+generators, one per image: image ``i`` draws only from ``generator[i]``, exactly what a call on ``x[i:i+1]``
+with ``generator[i]`` draws (its draws go through :func:`draw`), and the deterministic rest of the work runs
+on the whole batch. ``Cell.apply`` then makes one call per batch with the per-image generators instead of
+one call per image.
+
 Register with :func:`register_perturbation`, which records the family and the valid severities and
 wraps the function with input validation. In a grid, a perturbation (name × severity × params) is a
 :class:`vlmkit.evaluate.Cell`, applied to dataset images with per-image seeds by ``Cell.apply`` — the one
@@ -40,6 +46,35 @@ def default_generator(x: torch.Tensor, generator: torch.Generator | None) -> tor
     g = torch.Generator(device=x.device)
     g.manual_seed(0)
     return g
+
+
+#: ``generator`` of a perturbation: one generator, one per image (``item_generators`` perturbations) or None.
+Generators = torch.Generator | Sequence[torch.Generator] | None
+
+
+def draw(x: torch.Tensor, generator: Generators, sample: Callable[[torch.Generator, int], torch.Tensor]
+         ) -> torch.Tensor:
+    """A batch's draws: ``sample(g, n)`` draws what ``n`` images need from ``g`` (stacked on dim 0).
+
+    With one generator per image (a sequence), image ``i`` gets ``sample(generator[i], 1)``, what a call on
+    ``x[i:i+1]`` with ``generator[i]`` draws, concatenated; otherwise ``sample(g, B)`` from the one generator
+    (:func:`default_generator`).
+    """
+    if isinstance(generator, Sequence):
+        return torch.cat([sample(g, 1) for g in generator])
+    return sample(default_generator(x, generator), x.shape[0])
+
+
+def check_generator(name: str, x: torch.Tensor, generator: Any, per_item: bool) -> None:
+    """Raise :class:`InputError` for a sequence of generators where ``name`` takes one, or of the wrong length."""
+    if isinstance(generator, Sequence):
+        if not per_item:
+            raise InputError(f"{name}: generator must be one torch.Generator (or None), got a "
+                             f"{type(generator).__name__} of {len(generator)}; only perturbations registered "
+                             "with item_generators=True take one per image")
+        if len(generator) != x.shape[0] or not all(isinstance(g, torch.Generator) for g in generator):
+            raise InputError(f"{name}: generator holds {len(generator)} item(s) for {x.shape[0]} image(s); expected "
+                             "one torch.Generator per image")
 
 
 def check_severity(name: str, severity: int | float, valid: Sequence[int | float] | None) -> None:
@@ -77,21 +112,26 @@ def register_perturbation(name: str, family: str, severities: Sequence[int | flo
             bit for bit, the images of one call per image; ``Cell.apply`` then calls it once per batch
             (``tests/test_engine_speed.py`` checks the claim for every registered perturbation). Pass
             ``batched=False`` for a deterministic kernel whose numbers depend on the batch.
+            ``item_generators=True`` says that ``generator`` may be one generator per image (module
+            docstring; the same test checks that claim).
     """
+    per_item = bool(meta.get("item_generators", False))
 
     def deco(fn: PerturbFn) -> PerturbFn:
         @functools.wraps(fn)
         def wrapped(x: torch.Tensor, severity: int | float = 1, *args: Any, **kwargs: Any) -> torch.Tensor:
             check_images(x)
             check_severity(name, severity, severities)
+            check_generator(name, x, kwargs.get("generator"), per_item)
             out = fn(x, severity, *args, **kwargs)
             if out.shape != x.shape:
                 raise InputError(f"{name} returned shape {tuple(out.shape)} for input {tuple(x.shape)}")
             return out
 
-        def check(x: torch.Tensor, severity: int | float = 1) -> None:
+        def check(x: torch.Tensor, severity: int | float = 1, generator: Any = None) -> None:
             check_images(x)
             check_severity(name, severity, severities)
+            check_generator(name, x, generator, per_item)
 
         wrapped.raw = fn  # type: ignore[attr-defined]
         wrapped.check = check  # type: ignore[attr-defined]

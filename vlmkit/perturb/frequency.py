@@ -36,7 +36,7 @@ from collections.abc import Sequence
 import torch
 
 from vlmkit.errors import InputError
-from vlmkit.perturb.base import default_generator, register_perturbation
+from vlmkit.perturb.base import Generators, default_generator, draw, register_perturbation
 
 #: Largest radial frequency on a pixel grid (cycles per pixel): the corner of the spectrum.
 R_MAX: float = 0.5 * math.sqrt(2.0)
@@ -292,7 +292,7 @@ def band_filter(x: torch.Tensor, severity: int | float = 1, *, generator: torch.
     return _filter(x, band, mode, keep_dc)
 
 
-def band_limited_noise(shape: Sequence[int], band: Band, eps: float, norm: str, generator: torch.Generator,
+def band_limited_noise(shape: Sequence[int], band: Band, eps: float, norm: str, generator: Generators,
                        device: torch.device | str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """White Gaussian noise filtered to ``band`` and scaled to ``‖δ_b‖ = eps`` per item, ``shape``.
 
@@ -301,7 +301,7 @@ def band_limited_noise(shape: Sequence[int], band: Band, eps: float, norm: str, 
         band: Band name or ``(f_lo, f_hi)``.
         eps: Exact norm of each item's noise (:func:`check_budget`: ``0 < eps``, and ``eps <= 1`` for L∞).
         norm: "l2" or "linf".
-        generator: Source of randomness.
+        generator: Source of randomness, or one per item (item ``i`` draws ``torch.randn(1, *shape[1:])`` from it).
         device: Where to build the noise (must match the generator's device).
         dtype: Output dtype.
 
@@ -311,7 +311,9 @@ def band_limited_noise(shape: Sequence[int], band: Band, eps: float, norm: str, 
     f_lo, f_hi = resolve_band(band)
     norm = check_norm(norm)
     eps = check_budget("eps", eps, norm, where="band_limited_noise", allow_zero=True)
-    noise = torch.randn(tuple(shape), generator=generator, device=device, dtype=torch.float32)
+    probe = torch.empty((shape[0], 0), device=device)  # the batch size and device, for draw()
+    noise = draw(probe, generator, lambda g, n: torch.randn((n, *shape[1:]), generator=g, device=device,
+                                                            dtype=torch.float32))
     noise = project_to_band(noise, f_lo, f_hi)  # (B, 3, H, W)
     flat = noise.flatten(1)
     size = flat.norm(dim=1) if norm == "l2" else flat.abs().amax(dim=1)  # (B,)
@@ -319,8 +321,8 @@ def band_limited_noise(shape: Sequence[int], band: Band, eps: float, norm: str, 
     return (noise * scale.view(-1, *([1] * (noise.ndim - 1)))).to(dtype)
 
 
-@register_perturbation("band_noise", "frequency")
-def band_noise(x: torch.Tensor, severity: int = 1, *, generator: torch.Generator | None = None,
+@register_perturbation("band_noise", "frequency", item_generators=True)
+def band_noise(x: torch.Tensor, severity: int = 1, *, generator: Generators = None,
                band: Band = "high", norm: str = "l2", eps: float | None = None) -> torch.Tensor:
     """Add band-limited Gaussian noise of an exact L2 or L∞ norm per image, then clamp to [0, 1].
 
@@ -332,7 +334,7 @@ def band_noise(x: torch.Tensor, severity: int = 1, *, generator: torch.Generator
     Args:
         x: Images ``(B, 3, H, W)`` in [0, 1].
         severity: 1..5; L∞: eps from :data:`BAND_NOISE_LINF`; L2: eps = :data:`BAND_NOISE_RMS` · sqrt(3·H·W).
-        generator: Source of randomness (default: seeded with 0).
+        generator: Source of randomness (default: seeded with 0), or one generator per image.
         band: Band name or ``(f_lo, f_hi)`` in cycles per pixel.
         norm: "l2" or "linf".
         eps: Explicit norm per image (overrides severity); validated like an attack budget
@@ -346,8 +348,7 @@ def band_noise(x: torch.Tensor, severity: int = 1, *, generator: torch.Generator
         eps = (_sev(BAND_NOISE_LINF, severity) if norm == "linf"
                else _sev(BAND_NOISE_RMS, severity) * math.sqrt(x[0].numel()))
     eps = check_budget("eps", eps, norm, where="band_noise", allow_zero=True)
-    g = default_generator(x, generator)
-    delta = band_limited_noise(x.shape, band, eps, norm, g, x.device)  # (B, 3, H, W)
+    delta = band_limited_noise(x.shape, band, eps, norm, generator, x.device)  # (B, 3, H, W)
     return (x.float() + delta).clamp(0, 1).to(x.dtype)
 
 

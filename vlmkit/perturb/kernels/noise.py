@@ -8,8 +8,11 @@ are drawn chunk by chunk on CPU into one small buffer with exactly the values of
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
+from vlmkit.perturb.base import Generators, default_generator, draw
 from vlmkit.perturb.kernels import native
 from vlmkit.perturb.kernels.common import image_chunk, new_output
 
@@ -18,17 +21,21 @@ Tensor = torch.Tensor
 # ----------------------------------------------------------------------------------------- noise
 
 
-def shot_apply(x: Tensor, c: float, generator: torch.Generator) -> Tensor:
+def shot_apply(x: Tensor, c: float, generator: Generators) -> Tensor:
     """ImageNet-C shot noise ``clamp(Poisson(x * c) / c, 0, 1)`` (the reference: ``np.random.poisson``).
 
-    On CPU each image takes one 62-bit seed from ``generator`` (``torch.randint``, in batch order) and draws
-    its values from its own stream in :func:`.native.poisson_planes` (split over the torch threads), so an
-    image's noise depends on its seed only; elsewhere ``torch.poisson`` on the whole batch.
+    On CPU each image takes one 62-bit seed from ``generator`` (``torch.randint``, in batch order; or from its
+    own generator when ``generator`` is one per image) and draws
+    its values from its own stream in :func:`.native.poisson_planes` (split over the torch threads; 8-bit
+    values by table inversion), so an image's noise depends on its seed only; elsewhere ``torch.poisson`` on
+    the whole batch.
     """
     if x.device.type != "cpu":
-        return (torch.poisson(x * c, generator=generator) / c).clamp(0, 1)
+        if isinstance(generator, Sequence):
+            return torch.cat([shot_apply(x[i:i + 1], c, g) for i, g in enumerate(generator)])
+        return (torch.poisson(x * c, generator=default_generator(x, generator)) / c).clamp(0, 1)
     B = x.shape[0]
-    seeds = torch.randint(0, 2 ** 62, (B,), generator=generator).numpy().astype("uint64")  # (B,)
+    seeds = draw(x, generator, lambda g, n: torch.randint(0, 2 ** 62, (n,), generator=g)).numpy().astype("uint64")
     xc = x.detach().to(torch.float32).contiguous()
     out = new_output(xc)
     if B == 0:
