@@ -65,6 +65,46 @@ def test_mean_interval_reads_the_same_resamples_as_the_stats_bootstrap():
          bootstrap_ci(v, "mean", n_boot=800, seed=11, method="bca").high))
 
 
+def test_ratio_interval_reads_the_same_resamples_as_the_hand_written_bootstrap():
+    """The ratio of means' percentile interval (two products with the draw's counts) equals the ratio of the
+    gathered resamples' means written out by hand, to 1e-12, and ``bootstrap_ci`` on the same statistic."""
+    from vlmkit.stats import bootstrap_ci
+
+    rng = np.random.default_rng(4)
+    v = np.stack([rng.gamma(2.0, 1.0, 250), rng.gamma(5.0, 1.0, 250)], 1)  # (n, 2) numerator, denominator
+    value, lo, hi, how = interval(Items(v, statistic="ratio"), n_boot=600, seed=9)
+    idx = np.random.default_rng(9).integers(0, 250, (600, 250))  # stats.resample_indices' documented draw
+    ref = np.quantile(v[idx, 0].mean(1) / v[idx, 1].mean(1), [0.025, 0.975])
+    assert how == "percentile" and value == pytest.approx(v[:, 0].mean() / v[:, 1].mean(), rel=1e-12)
+    assert (lo, hi) == pytest.approx(tuple(ref), rel=1e-12)
+    r = bootstrap_ci(v, lambda b: b[..., 0].mean(1) / b[..., 1].mean(1), n_boot=600, seed=9)
+    assert (lo, hi) == pytest.approx((r.low, r.high), rel=1e-12)
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 300, 301])
+def test_median_interval_reads_the_same_resamples_as_the_hand_written_bootstrap(n):
+    """The median's percentile interval (medians read from the draw's counts, without gathering) equals
+    ``np.median`` of the gathered resamples written out by hand, on odd and even ``n``, on heavily tied
+    integer outcomes (ranks) and on continuous ones; a value that is not finite is refused as by ``bootstrap_ci``."""
+    from vlmkit.stats import bootstrap_ci
+
+    rng = np.random.default_rng(n)
+    idx = np.random.default_rng(5).integers(0, n, (700, n))  # stats.resample_indices' documented draw
+    for v in (rng.gamma(2.0, 1.0, n), rng.integers(1, 6, n).astype(float)):
+        value, lo, hi, how = interval(Items(v, statistic="median"), n_boot=700, seed=5)
+        if n < 2:
+            assert how == "none"
+            continue
+        ref = np.quantile(np.median(v[idx], axis=1), [0.025, 0.975])
+        assert how == "percentile" and value == np.median(v) and (lo, hi) == tuple(ref)
+    if n > 2:
+        v[0] = np.inf
+        with pytest.raises(InputError, match="non-finite"):
+            bootstrap_ci(v, "median", n_boot=700, seed=5)
+        with pytest.raises(InputError, match="non-finite"):
+            interval(Items(v, statistic="median"), n_boot=700, seed=5)
+
+
 def test_t2i_interval_resamples_images_with_their_captions():
     """The cluster bootstrap of per-caption hits equals vlmkit.stats' retrieval bootstrap (the same images
     drawn: the same index matrix), whose loop reference is tested in test_stats."""

@@ -130,6 +130,32 @@ def _counts(units: int, n_boot: int, seed: int) -> np.ndarray:
     return counts
 
 
+@functools.lru_cache(maxsize=2)
+def _int_counts(units: int, n_boot: int, seed: int) -> np.ndarray:
+    """:func:`_counts` as the smallest integer type that holds their running sums (int16 up to 32767 units)."""
+    counts = _counts(units, n_boot, seed).astype(np.int16 if units <= np.iinfo(np.int16).max else np.int32)
+    counts.flags.writeable = False
+    return counts
+
+
+def _resampled_medians(v: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Median of each resample ``(n_boot,)`` from its multiplicities ``counts`` ``(n_boot, n)`` of the finite
+    outcomes ``v`` ``(n,)``, without gathering the resamples: over ``v`` sorted, the running count of resample
+    ``b`` first reaches ``k`` at its ``k``-th smallest value. With ``k = ⌈n/2⌉`` and ``⌊n/2⌋ + 1`` (one value
+    when ``n`` is odd) the mean of the two is ``np.median`` of the gathered resample, bit for bit."""
+    n = len(v)
+    order = np.argsort(v, kind="stable")
+    s = v[order]  # (n,)
+    k1, k2 = (n + 1) // 2, n // 2 + 1
+    out = np.empty(len(counts))
+    step = max(1, (1 << 22) // n)  # rows per block: ~4M running counts at a time
+    for r0 in range(0, len(counts), step):
+        run = np.cumsum(counts[r0:r0 + step, order], axis=1, dtype=counts.dtype)  # (rows, n)
+        lo, hi = (run < k1).sum(1), (run < k2).sum(1)  # (rows,) positions of the k-th smallest
+        out[r0:r0 + step] = (s[lo] + s[hi]) / 2
+    return out
+
+
 def interval(items: Items, *, n_boot: int = 1000, ci: float = 0.95, method: str = "percentile",
              seed: int = 0) -> tuple[float, float, float, str]:
     """``(value, ci_low, ci_high, ci_method)`` of one metric's outcomes (see the module docstring).
@@ -168,6 +194,15 @@ def interval(items: Items, *, n_boot: int = 1000, ci: float = 0.95, method: str 
         return value, w.low, w.high, "wilson"
     if items.statistic == "mean" and method == "percentile":  # the run's shared draw as counts: one GEMV
         boot = _counts(n, n_boot, seed) @ v / n  # (n_boot,) = the resamples' means, as bootstrap_ci's
+        lo, hi = percentile_interval(value, boot, ci=ci, method="percentile")
+        return value, float(lo), float(hi), "percentile"
+    if items.statistic == "ratio" and method == "percentile" and np.isfinite(v).all():  # two GEMVs
+        counts = _counts(n, n_boot, seed)  # (n_boot, n)
+        boot = (counts @ v[:, 0] / n) / np.clip(counts @ v[:, 1] / n, 1e-12, None)  # (n_boot,) as _ratio's
+        lo, hi = percentile_interval(value, boot, ci=ci, method="percentile")
+        return value, float(lo), float(hi), "percentile"
+    if items.statistic == "median" and method == "percentile" and np.isfinite(v).all():
+        boot = _resampled_medians(v, _int_counts(n, n_boot, seed))  # (n_boot,) = bootstrap_ci's resample medians
         lo, hi = percentile_interval(value, boot, ci=ci, method="percentile")
         return value, float(lo), float(hi), "percentile"
     r = bootstrap_ci(v, _statistic(items.statistic, items.n_bins), n_boot=n_boot, ci=ci, method=method, seed=seed)

@@ -47,7 +47,7 @@ from vlmkit.runtime import (
 )
 
 #: Bump when what a cached output or a stored cell means changes.
-ENGINE_VERSION = "6"
+ENGINE_VERSION = "7"
 
 
 def precision_name(precision: str | torch.dtype | None) -> str | None:
