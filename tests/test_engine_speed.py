@@ -125,3 +125,39 @@ def test_attack_rows_record_their_cost(tmp_path) -> None:
         assert atk["forward_passes"].isin([3, 4]).all() and (atk["attack_s_per_image"] > 0).all()
         assert df[df["kind"] == "perturbation"].empty and df[df["kind"] == "clean"]["forward_passes"].isna().all()
     assert tables[0]["forward_passes"].dropna().iloc[0] == tables[1]["forward_passes"].dropna().iloc[0]
+
+
+def test_family_flip_rates_reuse_the_cells_predictions(tmp_path, monkeypatch) -> None:
+    """The family rows (IFR/IV over a perturbation's cells) read each cell's predictions kept by its metrics
+    (by the embeddings' content, the outputs being reread from the cache) instead of scoring the cell again;
+    the rows equal flip rates recomputed from scratch."""
+    from _tiny import synthetic_captions, tiny_vit_model
+
+    from vlmkit.evaluate import evaluate_grid
+    from vlmkit.evaluate.dual import RetrievalTask
+    from vlmkit.evaluate.runner import Runner
+
+    vlm = tiny_vit_model(tmp_path / "cfg")
+    ds = synthetic_captions(tmp_path / "caps", 6)
+    inside, scored = [False], []
+    family_flips, scores = Runner.family_flips, RetrievalTask.scores
+
+    def watched_family(self, cells):  # noqa: ANN001, ANN202
+        inside[0] = True
+        try:
+            return family_flips(self, cells)
+        finally:
+            inside[0] = False
+
+    def watched_scores(self, data, emb):  # noqa: ANN001, ANN202
+        scored.append(inside[0])
+        return scores(self, data, emb)
+
+    monkeypatch.setattr(Runner, "family_flips", watched_family)
+    monkeypatch.setattr(RetrievalTask, "scores", watched_scores)
+    cells = [Cell("perturbation", "gaussian_noise", s) for s in (2, 5)]
+    df = evaluate_grid(vlm, ds, cells, out_dir=tmp_path / "out", progress=False, image_size=32)
+    assert scored and not any(scored), "the family pass scored a cell again"
+    ifr = df[df.metric == "IFR"].set_index("perturbation").value
+    cell_ifr = df[(df.metric == "IFR") & (df.kind == "perturbation")].value
+    assert len(cell_ifr) == 2 and float(ifr["family:gaussian_noise"]) == pytest.approx(float(cell_ifr.mean()))

@@ -15,6 +15,7 @@ positive, or embedding drift (``attack_objective="drift"``, the FARE objective).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -179,7 +180,18 @@ class DualEncoderTask(Task):
         raise NotImplementedError
 
     def flips(self, data: TaskData, out: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.clean_prediction(data), self.scores(data, out["emb"]).argmax(1)
+        return self.clean_prediction(data), self.prediction(data, out["emb"])
+
+    def prediction(self, data: TaskData, emb: torch.Tensor, scores: torch.Tensor | None = None) -> torch.Tensor:
+        """``argmax`` of the scores of ``emb`` ``(N, D)`` → ``(N,)``, kept in ``data.memo`` by the embeddings'
+        content (BLAKE2b of their bytes): a cell's metrics compute it from their scores and the family flip
+        rates, which reread the cell's outputs from the cache, find it instead of scoring the cell again."""
+        e = emb.detach().float().cpu().contiguous()
+        key = f"prediction:{tuple(e.shape)}:{hashlib.blake2b(e.numpy(), digest_size=16).hexdigest()}"
+        pred = data.memo.get(key)
+        if pred is None:
+            pred = data.memo[key] = (self.scores(data, emb) if scores is None else scores).argmax(1)
+        return pred
 
     def clean_prediction(self, data: TaskData) -> torch.Tensor:
         """``argmax`` of the clean images' scores ``(N,)``, computed once per clean output and reused by every cell."""
@@ -197,7 +209,7 @@ class DualEncoderTask(Task):
         m["margin_mean"] = Items(mg, value=float(mg.mean()))
         m.update(self.drift(emb0, emb, seed))
         if cell.kind != "clean":
-            pred0, pred = self.clean_prediction(data), scores.argmax(1)  # = self.flips(data, out)
+            pred0, pred = self.clean_prediction(data), self.prediction(data, emb, scores)  # = self.flips(data, out)
             flipped = pred0 != pred  # (N,)
             m["IFR"] = Items(flipped, binary=True, value=flip_rates(pred0, pred)["IFR"])
             kept = ~flipped  # hidden instability: drift where the answer did not change (Wani et al. 2026)
