@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from vlmkit.errors import InputError
 from vlmkit.results import COLUMNS, atomic_write, merge_files, remove_stale_temporaries, write_table
@@ -68,9 +70,14 @@ class ResultsStore:
         return self.cell_path(model, dataset, run, key).is_file()
 
     def write_cell(self, model: str, dataset: str, run: str, key: str, rows: Iterable[Mapping[str, Any]]) -> Path:
-        df = pd.DataFrame(list(rows))
+        """The rows of one finished cell as its parquet file (atomic). Columns are the union of the rows' keys
+        in first-seen order (a row lacking one holds null there); types are inferred per column by pyarrow,
+        as ``DataFrame.to_parquet`` infers them, without the DataFrame in between."""
+        rows = list(rows)
+        names = list(dict.fromkeys(k for r in rows for k in r))
+        table = pa.table({k: [r.get(k) for r in rows] for k in names}) if names else pa.table({})
         path = self.cell_path(model, dataset, run, key)
-        atomic_write(path, lambda p: df.to_parquet(p, index=False))
+        atomic_write(path, lambda p: pq.write_table(table, p))
         return path
 
     def read_cell(self, model: str, dataset: str, run: str, key: str) -> pd.DataFrame:
