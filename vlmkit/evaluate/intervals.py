@@ -122,9 +122,11 @@ def _statistic(name: str, n_bins: int = 15) -> Any:
     return {"mean": "mean", "median": "median", "ratio": _ratio, "ece": _ece(n_bins), "auroc": _auroc}[name]
 
 
-@functools.lru_cache(maxsize=2)
+@functools.lru_cache(maxsize=4)
 def _counts(units: int, n_boot: int, seed: int) -> np.ndarray:
-    """Read-only multiplicities ``(n_boot, U)`` of the units in each resample, shared by a run's metrics."""
+    """Read-only multiplicities ``(n_boot, U)`` of the units in each resample, shared by a run's metrics (the
+    images, and a subset such as a cell's unflipped images, which differs per cell: four kept, so a run's
+    per-cell subsets do not evict its images' draw; 8 MB each at 1000 units)."""
     counts = resample_counts(resample_indices(units, n_boot, seed), units)
     counts.flags.writeable = False
     return counts
