@@ -36,7 +36,7 @@ from vlmkit.metrics import (
     expected_calibration_error,
     flip_rates,
     margin,
-    retrieval_outcomes,
+    retrieval_outcomes_from_scores,
     token_drift,
     topk_accuracy,
 )
@@ -265,7 +265,7 @@ class RetrievalTask(DualEncoderTask):
         return emb @ data.extras["targets"].to(emb.device).T  # (N, T)
 
     def task_metrics(self, data: TaskData, emb: torch.Tensor, scores: torch.Tensor) -> dict[str, Items | float]:
-        o = retrieval_outcomes(emb, data.extras["targets"], data.extras["text_to_image"])
+        o = retrieval_outcomes_from_scores(scores, data.extras["text_to_image"])  # scores: emb @ targets.T
         owner = data.extras["text_to_image"]  # t2i: a caption's image is its sampled unit
         m: dict[str, Items | float] = {}
         for k in (1, 5, 10):

@@ -73,9 +73,15 @@ def retrieval_outcomes(image_emb: torch.Tensor, text_emb: torch.Tensor, text_to_
     and ``t2i_rank`` ``(T,)`` (:func:`first_positive_rank`'s rule; a hit is ``rank <= k``). The recalls
     are their means, the median ranks their medians."""
     _check(image_emb, text_emb, text_to_image)
-    t2i_to = text_to_image.to(image_emb.device)
-    scores = text_emb.float() @ image_emb.float().T  # (T, N)
-    i2t_rank, t2i_rank = first_positive_ranks(scores.T, t2i_to)  # (N,), (T,): the first_positive_rank rule
+    return retrieval_outcomes_from_scores(image_emb.float() @ text_emb.float().T, text_to_image, ks)
+
+
+def retrieval_outcomes_from_scores(scores: torch.Tensor, text_to_image: torch.Tensor,
+                                   ks: Sequence[int] = (1, 5, 10)) -> dict[str, torch.Tensor]:
+    """:func:`retrieval_outcomes` from image × caption ``scores`` ``(N, T)`` already computed (the engine's
+    cell scores), so the matrix is not formed twice."""
+    t2i_to = text_to_image.to(scores.device)
+    i2t_rank, t2i_rank = first_positive_ranks(scores.float(), t2i_to)  # (N,), (T,): the first_positive_rank rule
     out: dict[str, torch.Tensor] = {}
     for k in ks:
         if k < 1:
