@@ -20,8 +20,8 @@ Whole-grid pairs are ~30 s apart, and on a shared machine the throughput drifts 
 table also prints a **batch-paired** ratio: during one more engine grid, every ``encode_image`` call the
 engine makes is paired with a bare forward of the same batch run right beside it (timed apart and
 subtracted from the grid's time). Drift then cancels batch by batch. Which of the two runs first alternates
-from batch to batch, so that an effect of position (the first of two forwards is often the slower one on
-this machine) cancels too.
+from batch to batch, so that any effect of position (a forward right after the perturbation, or right
+after another forward) cancels too.
 
     python benchmarks/bench_engine.py --data ../shared/data              # toy:vit, conse:default, open_clip:ViT-B-32
     python benchmarks/bench_engine.py --models toy:vit --toy-n 2000
