@@ -104,3 +104,28 @@ def test_retrieval_outcomes_agree_with_ranks_both_ways_under_ties():
     assert torch.equal(o["i2t_rank"], _brute_rank(scores.T, pos.T))
     for k in (1, 5, 10):
         assert torch.equal(o[f"i2t_R@{k}"], o["i2t_rank"] <= k)
+
+
+def test_retrieval_outcomes_from_scores_matches_brute_force_and_rejects_bad_inputs():
+    """The engine's path (ranks from the cell's ``(N, T)`` scores) against the brute-force walk, ties included;
+    bad shapes, indices and cut-offs fail before any ranking."""
+    from vlmkit.metrics import retrieval_outcomes_from_scores
+
+    g = torch.Generator().manual_seed(7)
+    scores = torch.randint(0, 4, (9, 20), generator=g).float()  # (N, T), many exact ties
+    t2i = torch.randint(0, 9, (20,), generator=g)
+    o = retrieval_outcomes_from_scores(scores, t2i, ks=(1, 3))
+    pos = torch.zeros(20, 9, dtype=torch.bool)
+    pos[torch.arange(20), t2i] = True
+    assert torch.equal(o["t2i_rank"], _brute_rank(scores.T, pos))
+    assert torch.equal(o["i2t_rank"], _brute_rank(scores, pos.T))
+    assert torch.equal(o["t2i_R@3"], o["t2i_rank"] <= 3) and set(o) == {
+        "i2t_R@1", "t2i_R@1", "i2t_R@3", "t2i_R@3", "i2t_rank", "t2i_rank"}
+    with pytest.raises(InputError, match=r"expected scores \(N, T\)"):
+        retrieval_outcomes_from_scores(scores[0], t2i)
+    with pytest.raises(InputError, match="one image index per caption \\(20\\)"):
+        retrieval_outcomes_from_scores(scores, t2i[:19])
+    with pytest.raises(InputError, match="outside 0..8"):
+        retrieval_outcomes_from_scores(scores, torch.full((20,), 9))
+    with pytest.raises(InputError, match="k must be >= 1"):
+        retrieval_outcomes_from_scores(scores, t2i, ks=(0,))

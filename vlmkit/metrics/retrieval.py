@@ -21,15 +21,21 @@ from vlmkit.registry import METRICS
 from vlmkit.stats import first_positive_ranks
 
 
-def _check(image_emb: torch.Tensor, text_emb: torch.Tensor, text_to_image: torch.Tensor) -> None:
+def _check(image_emb: torch.Tensor, text_emb: torch.Tensor) -> None:
     if image_emb.ndim != 2 or text_emb.ndim != 2 or image_emb.shape[1] != text_emb.shape[1]:
         raise InputError(f"expected image_emb (N, D) and text_emb (T, D), got {tuple(image_emb.shape)} and "
                          f"{tuple(text_emb.shape)}")
-    if text_to_image.shape != (text_emb.shape[0],):
-        raise InputError(f"text_to_image must have one image index per caption ({text_emb.shape[0]}), "
+
+
+def _check_pairs(n_images: int, n_texts: int, text_to_image: torch.Tensor, ks: Sequence[int]) -> None:
+    if text_to_image.shape != (n_texts,):
+        raise InputError(f"text_to_image must have one image index per caption ({n_texts}), "
                          f"got shape {tuple(text_to_image.shape)}")
-    if len(text_to_image) and (int(text_to_image.min()) < 0 or int(text_to_image.max()) >= image_emb.shape[0]):
-        raise InputError(f"text_to_image holds indices outside 0..{image_emb.shape[0] - 1}")
+    if len(text_to_image) and (int(text_to_image.min()) < 0 or int(text_to_image.max()) >= n_images):
+        raise InputError(f"text_to_image holds indices outside 0..{n_images - 1}")
+    for k in ks:
+        if k < 1:
+            raise InputError(f"k must be >= 1, got {k}")
 
 
 def first_positive_rank(scores: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
@@ -72,7 +78,8 @@ def retrieval_outcomes(image_emb: torch.Tensor, text_emb: torch.Tensor, text_to_
     ``t2i_R@k`` hits per caption ``(T,)`` (bool), and 1-based first-positive ranks ``i2t_rank`` ``(N,)``
     and ``t2i_rank`` ``(T,)`` (:func:`first_positive_rank`'s rule; a hit is ``rank <= k``). The recalls
     are their means, the median ranks their medians."""
-    _check(image_emb, text_emb, text_to_image)
+    _check(image_emb, text_emb)
+    _check_pairs(image_emb.shape[0], text_emb.shape[0], text_to_image, ks)  # before the (N, T) product
     return retrieval_outcomes_from_scores(image_emb.float() @ text_emb.float().T, text_to_image, ks)
 
 
@@ -80,12 +87,13 @@ def retrieval_outcomes_from_scores(scores: torch.Tensor, text_to_image: torch.Te
                                    ks: Sequence[int] = (1, 5, 10)) -> dict[str, torch.Tensor]:
     """:func:`retrieval_outcomes` from image × caption ``scores`` ``(N, T)`` already computed (the engine's
     cell scores), so the matrix is not formed twice."""
+    if scores.ndim != 2:
+        raise InputError(f"expected scores (N, T) of images × captions, got shape {tuple(scores.shape)}")
+    _check_pairs(scores.shape[0], scores.shape[1], text_to_image, ks)
     t2i_to = text_to_image.to(scores.device)
     i2t_rank, t2i_rank = first_positive_ranks(scores.float(), t2i_to)  # (N,), (T,): the first_positive_rank rule
     out: dict[str, torch.Tensor] = {}
     for k in ks:
-        if k < 1:
-            raise InputError(f"k must be >= 1, got {k}")
         out[f"i2t_R@{k}"] = i2t_rank <= k  # (N,)
         out[f"t2i_R@{k}"] = t2i_rank <= k  # (T,)
     out["i2t_rank"] = i2t_rank
