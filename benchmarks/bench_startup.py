@@ -72,6 +72,13 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--results", type=Path, default=None, help="a grid's output folder, for the report's setup")
     args = ap.parse_args()
+    # the notebooks run in their own folder: a relative path is the caller's, so it is resolved here, first
+    if args.data is not None:
+        if not args.data.is_dir():
+            raise SystemExit(f"--data {args.data}: not a folder (expected the shared data folder)")
+        args.data = args.data.resolve()
+    if args.results is not None and not args.results.is_dir():
+        raise SystemExit(f"--results {args.results}: not a folder (expected a grid's output folder)")
     print(f"load before: {os.getloadavg()[0]:.2f} (1-min), {os.cpu_count()} CPUs")
     rows: list[tuple[str, float, float, str]] = []
     imp = [wall([sys.executable, "-c", "import vlmkit"]) for _ in range(args.repeats)]
