@@ -708,7 +708,7 @@ def test_defocus_kernel_crop_and_fft_length(x):
 
 
 def test_new_output_is_an_ordinary_tensor():
-    big = torch.zeros(2, 3, 1024, 1024)  # 24 MiB: advised for huge pages
+    big = torch.zeros(2, 3, 1024, 1024)  # 24 MiB
     out = common.new_output(big)
     assert out.shape == big.shape and out.dtype == big.dtype and out.is_contiguous()
     out.fill_(0.5)

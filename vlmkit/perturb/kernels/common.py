@@ -1,19 +1,14 @@
 """Shared primitives of the corruption kernels: batch memory, padding, filters, FFT lengths and colour.
 
-Results are allocated once per call by :func:`new_output` (advised for transparent huge pages on Linux)
-and large batches are walked a few images at a time (:func:`image_chunk`, :data:`CHUNK_ELEMS`) so that
-temporaries stay in cache; the filters reproduce scipy / OpenCV border modes (:func:`pad_index`) and
+Results are allocated once per call by :func:`new_output` and large batches are walked a few images at a
+time (:func:`image_chunk`, :data:`CHUNK_ELEMS`) so that temporaries stay in cache; the filters reproduce scipy / OpenCV border modes (:func:`pad_index`) and
 Gaussian weights (:func:`gaussian_filter`, :func:`taps_filter`), and the colour conversions are
 skimage's / OpenCV's. Every other kernel module builds on these.
 """
 
 from __future__ import annotations
 
-import ctypes
-import functools
-import mmap
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -27,44 +22,18 @@ CHUNK_ELEMS = 1 << 19
 a time so that their temporaries stay in cache and are recycled by the allocator instead of being faulted in
 afresh for every step (on CPU a fresh 38 MiB tensor costs more in page faults than most of these kernels)."""
 
-_HUGE_PAGE = 2 << 20
-_THP_MIN_BYTES = 8 << 20
-_MADV_HUGEPAGE = getattr(mmap, "MADV_HUGEPAGE", 14)
-
-
-@functools.lru_cache(maxsize=1)
-def _madvise() -> Callable[[int, int, int], int] | None:
-    """libc ``madvise`` on Linux (None elsewhere or when it cannot be loaded)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        fn = ctypes.CDLL(None, use_errno=True).madvise
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    fn.restype = ctypes.c_int
-    return fn
-
 
 def new_output(x: Tensor, shape: Sequence[int] | None = None, dtype: torch.dtype | None = None) -> Tensor:
     """``torch.empty`` for a kernel's result (default: ``x``'s shape and dtype, contiguous, on ``x.device``).
 
-    A large CPU result (>= 8 MiB) is advised for transparent huge pages before it is first written
-    (``madvise(MADV_HUGEPAGE)`` on Linux; a no-op elsewhere or when THP is off): first-touch page faults
-    on a fresh 38 MiB batch cost ~0.25 ms per 224-px image on 4 KiB pages, ~5x less on 2 MiB pages. The
-    tensor is an ordinary torch allocation; only the kernel's paging hint changes.
+    An ordinary torch allocation, on ordinary 4 KiB pages: a fresh batch is first-touch page-faulted once
+    (~0.25 ms per 224-px image), after which :mod:`vlmkit.allocator` has freed batches reused from the heap.
+    Advising it for transparent huge pages (``madvise(MADV_HUGEPAGE)``, what this did before) made that
+    first touch 5-25x *slower* on a KVM guest -- 90-460 ms instead of 15-20 ms for a 38 MiB batch, the
+    kernel faulting fresh 2 MiB pages in -- and turned the first cells of a benchmark into outliers.
     """
-    out = torch.empty(tuple(x.shape if shape is None else shape), dtype=x.dtype if dtype is None else dtype,
-                      device=x.device)
-    nbytes = out.numel() * out.element_size()
-    if out.device.type == "cpu" and nbytes >= _THP_MIN_BYTES:
-        fn = _madvise()
-        if fn is not None:
-            start = -(-out.data_ptr() // _HUGE_PAGE) * _HUGE_PAGE
-            end = (out.data_ptr() + nbytes) // _HUGE_PAGE * _HUGE_PAGE
-            if end > start:
-                fn(start, end - start, _MADV_HUGEPAGE)  # advice only: failure (THP disabled) is harmless
-    return out
+    return torch.empty(tuple(x.shape if shape is None else shape), dtype=x.dtype if dtype is None else dtype,
+                       device=x.device)
 
 
 def image_chunk(x: Tensor, elems: int = CHUNK_ELEMS) -> int:
