@@ -6,8 +6,11 @@ implementations timed in the same run, cell by cell and alternately (so both see
 * vlmkit corrupts the whole batch in one call: a contiguous float32 ``(B, 3, H, W)`` tensor in [0, 1], as
   ``vlmkit.data.to_float`` makes it; one ``torch.Generator`` per severity;
 * the reference loops image by image over uint8 PIL images (``Image.fromarray`` + the corruption +
-  ``np.asarray`` of its result, the way it is used), on the first ``--ref-images`` (8) photos only; its time
-  is extrapolated per image (ms per image = time / ref-images).
+  ``np.asarray`` of its result, the way it is used), on the first ``k`` photos of the batch; its time is
+  per image (ms per image = time / k). ``k`` is per cell: as many of the batch's photos as its warm-up says
+  fit in ``--ref-seconds`` (0.25 s) a call, at least 8 -- so a cheap reference (JPEG, pixelate, impulse
+  noise ...) is timed on the same 64 photos as vlmkit, over a comparable stretch of time, and a slow one
+  (glass blur: 3.5 s an image) on 8; ``--ref-images N`` fixes ``k`` instead.
 
 Each cell is the best of ``--repeats`` (3) runs on each side (after one untimed warm-up call per side and
 severity: codec/filter initialisation, caches). vlmkit runs on ``--threads`` (1) torch threads, like the
@@ -19,7 +22,7 @@ allocator policy ``import vlmkit`` sets (:mod:`vlmkit.allocator`: freed batch bu
 heap rather than page-faulted afresh); ``VLMKIT_MALLOC=system`` measures on glibc's defaults instead.
 
     python benchmarks/bench_corruptions.py --data ../shared/data [--threads 0] [--severities 1,3,5]
-        [--names pixelate,jpeg_compression] [--device cuda] [--ref-images 8] [--repeats 3]
+        [--names pixelate,jpeg_compression] [--device cuda] [--ref-seconds 0.25 | --ref-images 8] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -81,7 +84,11 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--size", type=int, default=224)
-    ap.add_argument("--ref-images", type=int, default=8, help="images the reference runs on (0: skip it)")
+    ap.add_argument("--ref-images", type=int, default=None,
+                    help="images the reference runs on in every cell (0: skip it; default: --ref-seconds decides)")
+    ap.add_argument("--ref-seconds", type=float, default=0.25,
+                    help="per cell, the reference runs on as many photos as fit in this many seconds a call "
+                         "(judged from its warm-up call), at least 8 and at most the batch")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per cell and side (best is kept)")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch CPU threads (default 1, as the reference; 0: torch's default -- on a shared 2-core machine its "
@@ -89,6 +96,8 @@ def main() -> None:
     ap.add_argument("--names", default=",".join(C.CORRUPTIONS))
     ap.add_argument("--severities", default="1,2,3,4,5")
     args = ap.parse_args()
+    if (args.ref_images is not None and args.ref_images < 0) or args.ref_seconds <= 0:
+        raise SystemExit(f"--ref-images {args.ref_images} / --ref-seconds {args.ref_seconds}: expected >= 0 / > 0")
     if args.threads:
         torch.set_num_threads(args.threads)
     print(load_line("start"), flush=True)
@@ -98,25 +107,29 @@ def main() -> None:
     names = [n for n in args.names.split(",") if n]
     sevs = [int(s) for s in args.severities.split(",") if s]
     ref = None
-    if args.ref_images:
+    if args.ref_images != 0:
         from _imagecorruptions_shim import load_imagecorruptions
         from PIL import Image
 
         ref = load_imagecorruptions()
-        ref_photos = photos[:args.ref_images]
 
-    rows: list[tuple[str, int, float, float]] = []  # name, severity, vlmkit s/img, reference s/img
+    rows: list[tuple[str, int, float, float, int]] = []  # name, severity, vlmkit s/img, reference s/img, its images
     for n in names:
         fn = getattr(C, n)
         for s in sevs:
             fn(x[:2], s, generator=torch.Generator(device=args.device).manual_seed(s))  # warm-up
+            k = 0
             if ref is not None:
                 np.random.seed(0)
-                np.asarray(getattr(ref, n)(Image.fromarray(ref_photos[0]), s))
+                t0 = time.perf_counter()
+                np.asarray(getattr(ref, n)(Image.fromarray(photos[0]), s))
+                warm = time.perf_counter() - t0  # one image, cold: an over-estimate, so k errs low
+                k = args.ref_images or min(len(photos), max(8, int(args.ref_seconds / max(warm, 1e-9))))
+            ref_photos = photos[:k]
             def run_ours(fn: Callable[..., torch.Tensor] = fn, s: int = s) -> None:
                 fn(x, s, generator=torch.Generator(device=args.device).manual_seed(s))
 
-            def run_ref(n: str = n, s: int = s) -> None:
+            def run_ref(n: str = n, s: int = s, ref_photos: np.ndarray = ref_photos) -> None:
                 np.random.seed(0)
                 for p in ref_photos:
                     np.asarray(getattr(ref, n)(Image.fromarray(p), s))
@@ -125,10 +138,10 @@ def main() -> None:
             for _ in range(args.repeats):  # alternate the two sides
                 ours = min(ours, best_of(run_ours, 1, args.device) / args.batch)
                 if ref is not None:
-                    theirs = min(theirs, best_of(run_ref, 1) / args.ref_images)
-            rows.append((n, s, ours, theirs))
-            print(f"  {n:18s} s{s}  vlmkit {ours * 1e3:8.3f} ms/img  reference {theirs * 1e3:8.3f} ms/img  "
-                  f"x{theirs / ours:6.2f}", flush=True)
+                    theirs = min(theirs, best_of(run_ref, 1) / k)
+            rows.append((n, s, ours, theirs, k))
+            print(f"  {n:18s} s{s}  vlmkit {ours * 1e3:8.3f} ms/img  reference {theirs * 1e3:8.3f} ms/img "
+                  f"({k} imgs)  x{theirs / ours:6.2f}", flush=True)
 
     print()
     print(f"device={args.device} threads={torch.get_num_threads()} batch={args.batch} (one call per cell) "
@@ -136,12 +149,14 @@ def main() -> None:
     print(f"allocator: vlmkit.allocator tuned={vlmkit.allocator.tune_allocator()} for both sides (same process; "
           f"VLMKIT_MALLOC=system runs on glibc's defaults)")
     if ref is not None:
-        print(f"reference: imagecorruptions 1.1.2 image by image on {args.ref_images} of the {args.batch} photos; "
-              f"ms per image = its time / {args.ref_images} (extrapolated to the batch)")
+        rule = (f"{args.ref_images}" if args.ref_images else
+                f"the first k (column 'ref imgs': what fits {args.ref_seconds:g} s a call, at least 8)")
+        print(f"reference: imagecorruptions 1.1.2 image by image on {rule} of the {args.batch} photos; "
+              f"ms per image = its time / k")
     print()
-    print(f"{'corruption':18s} {'sev':>3s} {'vlmkit ms/img':>14s} {'ref ms/img':>11s} {'ratio':>7s}")
-    for n, s, a, b in rows:
-        print(f"{n:18s} {s:3d} {a * 1e3:14.3f} {b * 1e3:11.3f} {b / a:7.2f}")
+    print(f"{'corruption':18s} {'sev':>3s} {'vlmkit ms/img':>14s} {'ref ms/img':>11s} {'ref imgs':>9s} {'ratio':>7s}")
+    for n, s, a, b, k in rows:
+        print(f"{n:18s} {s:3d} {a * 1e3:14.3f} {b * 1e3:11.3f} {k:9d} {b / a:7.2f}")
     print()
     print(f"{'corruption':18s} {'vlmkit ms/img':>14s} {'ref ms/img':>11s} {'ratio':>7s} {'min ratio':>10s}  (sum over severities)")
     for n in names:
