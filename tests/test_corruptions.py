@@ -19,7 +19,7 @@ import pytest
 import torch
 
 import vlmkit.perturb.corruptions as C
-from vlmkit.perturb.kernels import blur, common, digital, weather
+from vlmkit.perturb.kernels import blur, common, digital, native, weather
 from vlmkit.registry import PERTURBATIONS
 
 S = 64  # image side used throughout (real photos, resized)
@@ -183,6 +183,20 @@ def test_injected_motion_blur(ref, photos, x):
         r = run_ref(ref, "motion_blur", photos, s, seed=s)
         y = blur.motion_blur_apply(x, radius, sigma, torch.tensor(angles, dtype=torch.float64)).clamp(0, 1)
         assert np.abs(to_hwc(y) - r).max() < 1e-6, s
+
+
+def test_native_unpack_rgb_is_torch_division_and_transpose():
+    """Decoded (H, W, 3) bytes -> (3, H, W) float32 k / 255: every byte value in every channel, against torch's
+    own division and permute (an off-by-one channel, a swapped axis or a rounding change would show)."""
+    g = torch.Generator().manual_seed(0)
+    # (16, 16, 3): every byte value once per channel, in a different order in each
+    hwc = torch.stack([torch.randperm(256, generator=g) for _ in range(3)], 1).to(torch.uint8).view(16, 16, 3)
+    out = np.empty((3, 16, 16), np.float32)
+    native.unpack_rgb(hwc.numpy(), out)
+    assert torch.equal(torch.from_numpy(out), hwc.permute(2, 0, 1).float() / 255)
+    assert np.array_equal(native.LUT_255, (torch.arange(256).float() / 255).numpy())
+    with pytest.raises(ValueError, match="C-contiguous"):
+        native.unpack_rgb(hwc.numpy(), np.empty((16, 16, 3), np.float32).transpose(2, 1, 0))
 
 
 def test_motion_blur_native_equals_torch_path():

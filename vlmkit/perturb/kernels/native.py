@@ -108,15 +108,15 @@ def _kernels() -> dict[str, Any]:
                     dst[j] = np.int32(qr) | (np.int32(qg) << 8) | (np.int32(qb) << 16)
 
     @jit
-    def unpack_rgb(src, out, lut):  # pragma: no cover - compiled
-        H, W, _ = src.shape  # (H, W, 3) uint8 -> (3, H, W) float32
-        for i in range(H):
-            s = src[i]
-            r, g, b = out[0, i], out[1, i], out[2, i]
-            for j in range(W):
-                r[j] = lut[s[j, 0]]
-                g[j] = lut[s[j, 1]]
-                b[j] = lut[s[j, 2]]
+    def unpack_rgb(src, out):  # pragma: no cover - compiled
+        H, W, _ = src.shape  # (H, W, 3) uint8 -> (3, H, W) float32, both C-contiguous
+        n = H * W
+        s, r, g, b = src.reshape(3 * n), out[0].reshape(n), out[1].reshape(n), out[2].reshape(n)
+        d = np.float32(255.0)
+        for p in range(n):  # one flat loop, a float32 division a value: vectorised (a table lookup is not)
+            r[p] = np.float32(s[3 * p]) / d
+            g[p] = np.float32(s[3 * p + 1]) / d
+            b[p] = np.float32(s[3 * p + 2]) / d
 
     @jit
     def motion_planes(x, out, w, dy, dx, n):  # pragma: no cover - compiled
@@ -244,7 +244,7 @@ def compile_kernels() -> None:
     pixelate_planes(x, np.empty_like(x), runs, runs, tuple(range(2)) * 8, tuple(range(2)) * 8)
     packed = np.empty((16, 16), np.int32)
     k["pack_rgbx"](x, packed)
-    k["unpack_rgb"](np.zeros((16, 16, 3), np.uint8), np.empty((3, 16, 16), np.float32), LUT_255)
+    k["unpack_rgb"](np.zeros((16, 16, 3), np.uint8), np.empty((3, 16, 16), np.float32))
     taps = np.zeros((1, 2), np.int64)
     k["motion_planes"](x, np.empty_like(x), np.ones(2, np.float32), taps, taps, np.full(1, 2, np.int64))
     flat = x.reshape(1, -1)
@@ -299,8 +299,11 @@ def pack_rgbx(x: np.ndarray, packed: np.ndarray) -> None:
 
 
 def unpack_rgb(src: np.ndarray, out: np.ndarray) -> None:
-    """Decoded (H, W, 3) uint8 ``src`` into ``out`` (3, H, W) float32 as k / 255."""
-    _kernels()["unpack_rgb"](src, out, LUT_255)
+    """Decoded (H, W, 3) uint8 ``src`` into ``out`` (3, H, W) float32 (C-contiguous) as k / 255: float32's
+    correctly rounded division, so exactly :data:`LUT_255` and torch's ``x.float() / 255``."""
+    if not out.flags.c_contiguous:
+        raise ValueError("unpack_rgb: out must be C-contiguous")
+    _kernels()["unpack_rgb"](np.ascontiguousarray(src), out)
 
 
 def motion_planes(x: np.ndarray, out: np.ndarray, w: np.ndarray, dy: np.ndarray, dx: np.ndarray,
