@@ -15,8 +15,8 @@ NEAREST map exactly -- both equal the reference's output byte for byte.
 
 Speed on CPU: large batches are worked a few images at a time (:data:`~vlmkit.perturb.kernels.common.CHUNK_ELEMS`)
 so that temporaries stay in cache and are recycled rather than page-faulted in afresh, and results are
-written into one output per call; random draws on CPU are
-taken chunk by chunk in the same order, i.e. they are the values of the whole-batch draws.
+written into one output per call; random draws on CPU are taken chunk by chunk in the same order, i.e.
+they are the values of the whole-batch draws.
 
 Quantisation: the reference converts to/from 8 bit in several places. Here nothing is quantised except
 where quantising *is* the corruption: ``jpeg_compression`` (8-bit JPEG round trip) and ``pixelate``

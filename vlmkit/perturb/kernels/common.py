@@ -1,9 +1,10 @@
 """Shared primitives of the corruption kernels: batch memory, padding, filters, FFT lengths and colour.
 
 Results are allocated once per call by :func:`new_output` and large batches are walked a few images at a
-time (:func:`image_chunk`, :data:`CHUNK_ELEMS`) so that temporaries stay in cache; the filters reproduce scipy / OpenCV border modes (:func:`pad_index`) and
-Gaussian weights (:func:`gaussian_filter`, :func:`taps_filter`), and the colour conversions are
-skimage's / OpenCV's. Every other kernel module builds on these.
+time (:func:`image_chunk`, :data:`CHUNK_ELEMS`) so that temporaries stay in cache; the filters reproduce
+scipy / OpenCV border modes (:func:`pad_index`) and Gaussian weights (:func:`gaussian_filter`,
+:func:`taps_filter`), and the colour conversions are skimage's / OpenCV's. Every other kernel module builds
+on these.
 """
 
 from __future__ import annotations
