@@ -124,7 +124,7 @@ def main() -> None:
                 t0 = time.perf_counter()
                 np.asarray(getattr(ref, n)(Image.fromarray(photos[0]), s))
                 warm = time.perf_counter() - t0  # one image, cold: an over-estimate, so k errs low
-                k = args.ref_images or min(len(photos), max(8, int(args.ref_seconds / max(warm, 1e-9))))
+                k = min(len(photos), args.ref_images or max(8, int(args.ref_seconds / max(warm, 1e-9))))
             ref_photos = photos[:k]
             def run_ours(fn: Callable[..., torch.Tensor] = fn, s: int = s) -> None:
                 fn(x, s, generator=torch.Generator(device=args.device).manual_seed(s))
@@ -149,7 +149,7 @@ def main() -> None:
     print(f"allocator: vlmkit.allocator tuned={vlmkit.allocator.tune_allocator()} for both sides (same process; "
           f"VLMKIT_MALLOC=system runs on glibc's defaults)")
     if ref is not None:
-        rule = (f"{args.ref_images}" if args.ref_images else
+        rule = (f"{min(args.ref_images, args.batch)}" if args.ref_images else
                 f"the first k (column 'ref imgs': what fits {args.ref_seconds:g} s a call, at least 8)")
         print(f"reference: imagecorruptions 1.1.2 image by image on {rule} of the {args.batch} photos; "
               f"ms per image = its time / k")
