@@ -80,7 +80,7 @@ def retrieval_outcomes(image_emb: torch.Tensor, text_emb: torch.Tensor, text_to_
     are their means, the median ranks their medians."""
     _check(image_emb, text_emb)
     _check_pairs(image_emb.shape[0], text_emb.shape[0], text_to_image, ks)  # before the (N, T) product
-    return retrieval_outcomes_from_scores(image_emb.float() @ text_emb.float().T, text_to_image, ks)
+    return _outcomes(image_emb.float() @ text_emb.float().T, text_to_image, ks)
 
 
 def retrieval_outcomes_from_scores(scores: torch.Tensor, text_to_image: torch.Tensor,
@@ -90,6 +90,11 @@ def retrieval_outcomes_from_scores(scores: torch.Tensor, text_to_image: torch.Te
     if scores.ndim != 2:
         raise InputError(f"expected scores (N, T) of images × captions, got shape {tuple(scores.shape)}")
     _check_pairs(scores.shape[0], scores.shape[1], text_to_image, ks)
+    return _outcomes(scores, text_to_image, ks)
+
+
+def _outcomes(scores: torch.Tensor, text_to_image: torch.Tensor, ks: Sequence[int]) -> dict[str, torch.Tensor]:
+    """The outcomes of checked inputs (both public entry points check theirs once, then call this)."""
     t2i_to = text_to_image.to(scores.device)
     i2t_rank, t2i_rank = first_positive_ranks(scores.float(), t2i_to)  # (N,), (T,): the first_positive_rank rule
     out: dict[str, torch.Tensor] = {}
