@@ -26,6 +26,7 @@ from vlmkit.perturb.kernels.common import (
     sep_filter,
     taps_filter,
 )
+from vlmkit.perturb.kernels.threads import over_threads
 
 Tensor = torch.Tensor
 
@@ -159,7 +160,7 @@ def motion_blur_apply(x: Tensor, radius: int, sigma: float, angle_deg: Tensor,
     out = new_output(xc, (B, C, oh, ow))
     w32 = w.astype(np.float32)
     native.compile_kernels()
-    native.over_threads(B, lambda b0, b1: native.motion_planes(xc[b0:b1].numpy(), out[b0:b1].numpy(), w32,
+    over_threads(B, lambda b0, b1: native.motion_planes(xc[b0:b1].numpy(), out[b0:b1].numpy(), w32,
                                                                dy[b0:b1], dx[b0:b1], n[b0:b1]))
     return out
 

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from vlmkit.perturb.kernels import native
 from vlmkit.perturb.kernels.common import gaussian_kernel1d, image_chunk, new_output, taps_filter
+from vlmkit.perturb.kernels.threads import over_threads
 
 Tensor = torch.Tensor
 
@@ -166,7 +167,7 @@ def pixelate_apply(x: Tensor, c: float) -> Tensor:
     out = new_output(xc)
     native.compile_kernels()
     plan = (pil_box_runs(W, w), pil_box_runs(H, h), pil_nearest_index(w, W), pil_nearest_index(h, H))
-    native.over_threads(B, lambda b0, b1: native.pixelate_planes(xc[b0:b1].numpy(), out[b0:b1].numpy(), *plan))
+    over_threads(B, lambda b0, b1: native.pixelate_planes(xc[b0:b1].numpy(), out[b0:b1].numpy(), *plan))
     return out if x.dtype == torch.float32 else out.to(x.dtype)
 
 
@@ -305,5 +306,5 @@ def jpeg_apply(x: Tensor, quality: int) -> Tensor:
     out = new_output(xc)
     native.compile_kernels()
     per = max(1, 65535 // max(H, 1))  # JPEG frames are at most 65535 rows
-    native.over_threads(B, lambda b0, b1: _jpeg_group(xc[b0:b1], out[b0:b1], quality), most=per)
+    over_threads(B, lambda b0, b1: _jpeg_group(xc[b0:b1], out[b0:b1], quality), most=per)
     return out.to(x.device, x.dtype)

@@ -21,7 +21,7 @@ arithmetic in one pass per image plane, with the intermediates in cache:
 
 numba is imported on the first call (``import numba`` costs ~0.5 s; ``import vlmkit`` stays light) and the
 compiled code is cached on disk next to this file. Every function releases the GIL, so callers split a batch
-over threads (:func:`over_threads`). :mod:`.digital`, :mod:`.blur` and :mod:`.noise` use them on CPU batches;
+over threads (:func:`.threads.over_threads`). :mod:`.digital`, :mod:`.blur` and :mod:`.noise` use them on CPU batches;
 CUDA batches take their torch paths. Pixelate and JPEG are checked byte for byte against the reference, motion
 blur against the torch path and the reference, the Poisson sampler against scipy's pmf (chi-square), in
 ``tests/test_corruptions.py``.
@@ -31,12 +31,9 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
-import torch
 
 #: 8-bit value -> float32 ``k / 255`` (the division torch does, correctly rounded).
 LUT_255 = np.arange(256, dtype=np.float32) / np.float32(255)
@@ -250,26 +247,6 @@ def compile_kernels() -> None:
     flat = x.reshape(1, -1)
     poisson_planes(flat, np.empty_like(flat), 60.0, np.zeros(1, np.uint64))  # with tables
     poisson_planes(flat, np.empty_like(flat), 2.0 * TABLE_MAX_RATE, np.zeros(1, np.uint64))  # without
-
-
-def over_threads(n: int, fn: Callable[[int, int], None], most: int | None = None) -> None:
-    """``fn(b0, b1)`` over ``n`` items split in one group per torch thread (at most ``most`` items a group),
-    in parallel on the kernels' thread pool (the loops here, libjpeg and Pillow release the GIL)."""
-    if n == 0:
-        return
-    workers = max(1, min(torch.get_num_threads(), n))
-    size = min(most or n, -(-n // workers))
-    groups = [(b0, min(n, b0 + size)) for b0 in range(0, n, size)]
-    if workers > 1 and len(groups) > 1:
-        list(_pool(workers).map(lambda g: fn(*g), groups))
-    else:
-        for b0, b1 in groups:
-            fn(b0, b1)
-
-
-@functools.lru_cache(maxsize=4)
-def _pool(workers: int) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vlmkit-kernels")
 
 
 def pixelate_planes(x: np.ndarray, out: np.ndarray, h_runs: tuple[tuple[int, ...], tuple[int, ...]],

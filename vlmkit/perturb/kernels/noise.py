@@ -15,6 +15,7 @@ import torch
 from vlmkit.perturb.base import Generators, default_generator, draw
 from vlmkit.perturb.kernels import native
 from vlmkit.perturb.kernels.common import image_chunk, new_output
+from vlmkit.perturb.kernels.threads import over_threads
 
 Tensor = torch.Tensor
 
@@ -42,7 +43,7 @@ def shot_apply(x: Tensor, c: float, generator: Generators) -> Tensor:
         return out.to(x.dtype)
     flat, dst = xc.reshape(B, -1).numpy(), out.reshape(B, -1).numpy()  # (B, 3 H W)
     native.compile_kernels()
-    native.over_threads(B, lambda b0, b1: native.poisson_planes(flat[b0:b1], dst[b0:b1], c, seeds[b0:b1]))
+    over_threads(B, lambda b0, b1: native.poisson_planes(flat[b0:b1], dst[b0:b1], c, seeds[b0:b1]))
     return out if x.dtype == torch.float32 else out.to(x.dtype)
 
 
