@@ -7,8 +7,9 @@ Why the team: after a parallel torch op, libgomp's worker threads spin-wait for 
 for a while (``GOMP_SPINCOUNT``; several milliseconds on the 2-core machine this was measured on). Groups
 handed to other threads in that window compete with the spinning workers for the cores; handed to the
 team, the spinning workers run them. Measured (2 cores, 64 images at 64 px, right after the input check's
-``amin``/``amax``): shot noise 12.4 ms on the pool against 6.7 ms on the team, motion blur 10.0-11.6 ms
-against 6.0 ms; JPEG, whose groups hold the GIL longer, 6.2-7.3 ms on both.
+``amin``/``amax``, best of 7): shot noise 11.8-12.4 ms on the pool against 5.7-6.7 ms on the team, motion
+blur 6.8-11.6 ms against 4.3-6.0 ms, pixelate 1.5-2.0 ms against 1.1 ms; JPEG, whose groups hold the GIL
+longer, 5.6-7.3 ms against 4.8-6.0 ms.
 
 The functions run here release the GIL (the numba loops of :mod:`.native`, libjpeg, Pillow), so the groups
 run at once. Which thread runs which group never changes a result: every group writes its own images.
