@@ -37,12 +37,11 @@ def test_openmp_team_found_where_torch_ships_gnu_openmp():
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("n,most", [(1, None), (2, None), (7, None), (64, None), (10, 3), (5, 1)])
 def test_every_item_once_in_disjoint_groups(three_threads, backend, n, most):
-    seen, lock, names = [], threading.Lock(), set()
+    seen, lock = [], threading.Lock()
 
     def fn(b0: int, b1: int) -> None:
         with lock:
             seen.append((b0, b1))
-            names.add(threading.current_thread().ident)
 
     over_threads(n, fn, most, backend=backend)
     items = sorted(i for b0, b1 in seen for i in range(b0, b1))
@@ -106,3 +105,13 @@ def test_kernels_same_bytes_on_every_backend(three_threads, monkeypatch, name, s
     one = run()
     assert all(torch.equal(one, y) for y in outs.values())
     assert not torch.equal(one, x)
+
+
+def test_openmp_asked_where_missing_fails_before_any_work(monkeypatch):
+    monkeypatch.setattr(threads, "openmp_team", lambda: None)
+    calls = []
+    with pytest.raises(ValueError, match="libgomp"):
+        over_threads(4, lambda b0, b1: calls.append((b0, b1)), backend="openmp")
+    assert calls == []
+    over_threads(4, lambda b0, b1: calls.append((b0, b1)))  # the default falls back to the pool
+    assert sorted(i for b0, b1 in calls for i in range(b0, b1)) == [0, 1, 2, 3]

@@ -161,7 +161,7 @@ def motion_blur_apply(x: Tensor, radius: int, sigma: float, angle_deg: Tensor,
     w32 = w.astype(np.float32)
     native.compile_kernels()
     over_threads(B, lambda b0, b1: native.motion_planes(xc[b0:b1].numpy(), out[b0:b1].numpy(), w32,
-                                                               dy[b0:b1], dx[b0:b1], n[b0:b1]))
+                                                        dy[b0:b1], dx[b0:b1], n[b0:b1]))
     return out
 
 

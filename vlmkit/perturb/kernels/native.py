@@ -22,9 +22,9 @@ arithmetic in one pass per image plane, with the intermediates in cache:
 numba is imported on the first call (``import numba`` costs ~0.5 s; ``import vlmkit`` stays light) and the
 compiled code is cached on disk next to this file. Every function releases the GIL, so callers split a batch
 over threads (:func:`.threads.over_threads`). :mod:`.digital`, :mod:`.blur` and :mod:`.noise` use them on CPU
-batches; CUDA batches take their torch paths. Pixelate and JPEG are checked byte for byte against the reference, motion
-blur against the torch path and the reference, the Poisson sampler against scipy's pmf (chi-square), in
-``tests/test_corruptions.py``.
+batches; CUDA batches take their torch paths. Pixelate and JPEG are checked byte for byte against the
+reference, motion blur against the torch path and the reference, the Poisson sampler against scipy's pmf
+(chi-square), in ``tests/test_corruptions.py``.
 """
 
 from __future__ import annotations

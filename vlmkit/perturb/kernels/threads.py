@@ -51,6 +51,8 @@ def over_threads(n: int, fn: Callable[[int, int], None], most: int | None = None
     """
     if backend is not None and backend not in BACKENDS:
         raise ValueError(f"backend={backend!r}; expected one of {list(BACKENDS)} or None")
+    if backend == "openmp" and openmp_team() is None:
+        raise ValueError("backend='openmp': torch's GNU OpenMP runtime (torch/lib/libgomp.so.1) is not loaded here")
     if n == 0:
         return
     workers = max(1, min(torch.get_num_threads(), n))
@@ -62,8 +64,6 @@ def over_threads(n: int, fn: Callable[[int, int], None], most: int | None = None
             fn(b0, b1)
         return
     team = openmp_team() if backend != "pool" else None
-    if backend == "openmp" and team is None:
-        raise ValueError("backend='openmp': torch's GNU OpenMP runtime (torch/lib/libgomp.so.1) is not loaded here")
     if team is None:
         list(_pool(workers).map(lambda g: fn(*g), groups))
         return
