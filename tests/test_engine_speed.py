@@ -161,3 +161,17 @@ def test_family_flip_rates_reuse_the_cells_predictions(tmp_path, monkeypatch) ->
     ifr = df[df.metric == "IFR"].set_index("perturbation").value
     cell_ifr = df[(df.metric == "IFR") & (df.kind == "perturbation")].value
     assert len(cell_ifr) == 2 and float(ifr["family:gaussian_noise"]) == pytest.approx(float(cell_ifr.mean()))
+
+
+def test_a_batch_of_consecutive_items_is_a_view_of_the_decoded_images() -> None:
+    """The engine slices a run of items (no gather); any other order falls back to indexing."""
+    from vlmkit.evaluate.runner import contiguous_run
+
+    assert contiguous_run(torch.arange(64, 128)) == slice(64, 128)
+    assert contiguous_run(torch.tensor([5], dtype=torch.int32)) == slice(5, 6)
+    for index in ([7, 2, 9], [3, 5], [4, 3], [0, 0]):
+        assert contiguous_run(torch.tensor(index)) is None, index
+    assert contiguous_run(torch.tensor([], dtype=torch.long)) is None
+    imgs = torch.randint(0, 256, (10, 3, 4, 4), dtype=torch.uint8)
+    index = torch.arange(3, 7)
+    assert torch.equal(imgs[contiguous_run(index)], imgs[index])

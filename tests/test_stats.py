@@ -61,6 +61,19 @@ def test_resample_indices_seeded_and_shaped():
         idx[0, 0] = 1
 
 
+@pytest.mark.parametrize("shape", [(9,), (9, 3), (9, 2, 2)])
+def test_resampled_sums_equal_the_sums_of_the_drawn_items(shape):
+    """``resampled_sums(counts, v)``: resample b's sum of v over the items it drew, summed item by item."""
+    from vlmkit.stats.bootstrap import resample_counts, resampled_sums
+
+    v = np.random.default_rng(0).normal(size=shape)
+    idx = resample_indices(9, 6, seed=2)  # (6, 9)
+    got = resampled_sums(resample_counts(idx, 9), v)
+    want = np.stack([sum(v[i] for i in row) for row in idx])  # loop reference over the drawn items
+    assert got.shape == (6, *shape[1:])
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("method", ["percentile", "bca"])
 @pytest.mark.parametrize("statistic", ["mean", "median"])
 def test_bootstrap_ci_equals_textbook_on_the_same_resamples(method, statistic):

@@ -27,7 +27,7 @@ def check_images(x: Any, name: str = "x", check_range: bool = True, allow_empty:
     if x.shape[0] == 0 and not allow_empty:
         raise InputError(f"{name} is an empty batch (B=0)")
     if check_range and x.numel():
-        lo, hi = float(x.detach().amin()), float(x.detach().amax())
+        lo, hi = map(float, torch.aminmax(x.detach()))  # one pass over the batch
         if math.isnan(lo) or math.isnan(hi) or lo < -1e-4 or hi > 1 + 1e-4:
             raise InputError(f"{name} must hold values in [0, 1] (un-normalised pixels), got range [{lo:.4g}, {hi:.4g}]")
     return x

@@ -31,7 +31,7 @@ import torch
 from vlmkit.errors import InputError
 from vlmkit.stats import bootstrap_ci, wilson_ci
 from vlmkit.stats.bootstrap import interval as percentile_interval
-from vlmkit.stats.bootstrap import resample_counts, resample_indices
+from vlmkit.stats.bootstrap import resample_counts, resample_indices, resampled_sums
 
 #: Statistics an :class:`Items` can carry.
 STATISTICS = ("mean", "median", "ratio", "ece", "auroc")
@@ -185,7 +185,7 @@ def interval(items: Items, *, n_boot: int = 1000, ci: float = 0.95, method: str 
         else:
             raise InputError(f"Items.groups works with the mean and ratio statistics, not {items.statistic!r}")
         with np.errstate(invalid="ignore", divide="ignore"):
-            boot = (counts @ sums) / (counts @ sizes)  # (n_boot,)
+            boot = resampled_sums(counts, sums) / resampled_sums(counts, sizes)  # (n_boot,)
         boot = boot[np.isfinite(boot)]
         if len(boot) == 0:
             return value, float("nan"), float("nan"), "none"
@@ -194,13 +194,14 @@ def interval(items: Items, *, n_boot: int = 1000, ci: float = 0.95, method: str 
     if items.binary and items.statistic == "mean":
         w = wilson_ci(int(round(v.sum())), n, ci=ci)
         return value, w.low, w.high, "wilson"
-    if items.statistic == "mean" and method == "percentile":  # the run's shared draw as counts: one GEMV
-        boot = _counts(n, n_boot, seed) @ v / n  # (n_boot,) = the resamples' means, as bootstrap_ci's
+    if items.statistic == "mean" and method == "percentile":  # the run's shared draw as counts: one product
+        boot = resampled_sums(_counts(n, n_boot, seed), v) / n  # (n_boot,) = the resamples' means, as bootstrap_ci's
         lo, hi = percentile_interval(value, boot, ci=ci, method="percentile")
         return value, float(lo), float(hi), "percentile"
-    if items.statistic == "ratio" and method == "percentile" and np.isfinite(v).all():  # two GEMVs
+    if items.statistic == "ratio" and method == "percentile" and np.isfinite(v).all():  # one product, two columns
         counts = _counts(n, n_boot, seed)  # (n_boot, n)
-        boot = (counts @ v[:, 0] / n) / np.clip(counts @ v[:, 1] / n, 1e-12, None)  # (n_boot,) as _ratio's
+        both = resampled_sums(counts, v) / n  # (n_boot, 2)
+        boot = both[:, 0] / np.clip(both[:, 1], 1e-12, None)  # (n_boot,) as _ratio's
         lo, hi = percentile_interval(value, boot, ci=ci, method="percentile")
         return value, float(lo), float(hi), "percentile"
     if items.statistic == "median" and method == "percentile" and np.isfinite(v).all():

@@ -66,6 +66,14 @@ def model_provenance(model: Any) -> dict[str, str]:
     return {"provenance": provenance_label(prov)}
 
 
+def contiguous_run(index: torch.Tensor) -> slice | None:
+    """``slice(a, b)`` when ``index`` ``(b,)`` lists the items ``a, a+1, …, b-1`` in order (how the engine
+    batches a dataset), else None; indexing with the slice is a view of the images instead of a copy."""
+    if index.ndim != 1 or len(index) == 0:
+        return None
+    a = int(index[0])
+    return slice(a, a + len(index)) if torch.equal(index, torch.arange(a, a + len(index), dtype=index.dtype)) else None
+
 class Runner:
     """Runs the cells of one task model on one dataset (see the module docstring).
 
@@ -139,7 +147,9 @@ class Runner:
         imgs = self.data.images
         if cell.sources:
             return self.transfer_images(cell, index)
-        x = imgs[index.to(imgs.device)].to(self.device, non_blocking=True).float().div_(255)  # (b, 3, S, S)
+        run = contiguous_run(index)  # a batch of the engine is a run of items: a view, not a gather
+        x = (imgs[run] if run is not None else imgs[index.to(imgs.device)])  # (b, 3, S, S) uint8
+        x = x.to(self.device, torch.float32, non_blocking=True, copy=True).div_(255)  # (b, 3, S, S), never a view
         if cell.kind == "attack":
             objective, batch = self.task.attack_inputs(self.model, self.data, cell, index)
             gens = item_generators(self.seed, cell.key, index, self.device)

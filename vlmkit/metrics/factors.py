@@ -38,6 +38,7 @@ import pandas as pd
 
 from vlmkit.errors import InputError
 from vlmkit.registry import METRICS
+from vlmkit.stats.bootstrap import resampled_sums
 
 _REFERENCE = "Idrissi et al. 2023 (ImageNet-X), §3: error ratio = P(error | factor) / P(error)"
 _BINARY_MODES = ("present", "both")
@@ -183,9 +184,9 @@ def _bootstrap_ratios(err: np.ndarray, member: np.ndarray, n_boot: int, seed: in
         b = rows.shape[0]
         flat = (rows + (np.arange(b, dtype=np.int64) * n)[:, None]).ravel()
         counts = np.bincount(flat, minlength=b * n).reshape(b, n).astype(np.float64)  # (b, N)
-        overall = counts @ e / n  # (b,)
-        n_row = counts @ m  # (b, R)
-        k_row = counts @ me  # (b, R)
+        overall = resampled_sums(counts, e) / n  # (b,)
+        n_row = resampled_sums(counts, m)  # (b, R)
+        k_row = resampled_sums(counts, me)  # (b, R)
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = (k_row / n_row) / overall[:, None]
         ratio[(n_row == 0) | (overall[:, None] == 0)] = np.nan
