@@ -115,3 +115,21 @@ def test_openmp_asked_where_missing_fails_before_any_work(monkeypatch):
     assert calls == []
     over_threads(4, lambda b0, b1: calls.append((b0, b1)))  # the default falls back to the pool
     assert sorted(i for b0, b1 in calls for i in range(b0, b1)) == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("shape", [(3, 64, 64), (1,)])  # a noise image (split over threads), one value (not)
+def test_draw_with_a_generator_per_image_is_each_image_drawing_alone(three_threads, shape, monkeypatch):
+    """``draw`` splits big per-image draws over the team; image i's values are what its generator gives alone,
+    whether the draws were split or not, and an empty batch draws nothing."""
+    from vlmkit.perturb import base
+
+    def sample(g, n):
+        return torch.randn((n, *shape), generator=g)
+
+    x = torch.zeros(7, 3, 8, 8)
+    alone = torch.cat([sample(g, 1) for g in item_generators(3, "draw", range(7))])  # one image at a time
+    split = base.draw(x, item_generators(3, "draw", range(7)), sample)
+    monkeypatch.setattr(base, "SPLIT_DRAWS", 10 ** 9)  # never split
+    serial = base.draw(x, item_generators(3, "draw", range(7)), sample)
+    assert torch.equal(split, alone) and torch.equal(serial, alone)
+    assert base.draw(x[:0], [], sample).shape == (0, *shape)

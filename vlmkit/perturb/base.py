@@ -33,10 +33,15 @@ from typing import Any
 import torch
 
 from vlmkit.errors import InputError
+from vlmkit.perturb.kernels.threads import over_threads
 from vlmkit.registry import PERTURBATIONS
 from vlmkit.validate import check_images  # re-exported: the perturbation contract's input check
 
 PerturbFn = Callable[..., torch.Tensor]
+
+
+#: Values an image draws from which :func:`draw` splits a batch's draws over torch's threads.
+SPLIT_DRAWS = 4096
 
 
 def default_generator(x: torch.Tensor, generator: torch.Generator | None) -> torch.Generator:
@@ -58,11 +63,26 @@ def draw(x: torch.Tensor, generator: Generators, sample: Callable[[torch.Generat
 
     With one generator per image (a sequence), image ``i`` gets ``sample(generator[i], 1)``, what a call on
     ``x[i:i+1]`` with ``generator[i]`` draws, concatenated; otherwise ``sample(g, B)`` from the one generator
-    (:func:`default_generator`).
+    (:func:`default_generator`). On CPU, draws of at least :data:`SPLIT_DRAWS` values an image (a noise
+    image, not one angle) are split over torch's threads (:func:`~vlmkit.perturb.kernels.threads.over_threads`):
+    each image still draws from its own generator, so the values do not depend on the split, and ``sample``
+    must only read what it closes over.
     """
-    if isinstance(generator, Sequence):
-        return torch.cat([sample(g, 1) for g in generator])
-    return sample(default_generator(x, generator), x.shape[0])
+    if not isinstance(generator, Sequence):
+        return sample(default_generator(x, generator), x.shape[0])
+    if not generator:
+        return sample(default_generator(x, None), 0)
+    parts = [sample(generator[0], 1)] + [None] * (len(generator) - 1)
+
+    def group(b0: int, b1: int) -> None:
+        for i in range(b0, b1):
+            parts[i] = sample(generator[i], 1)
+
+    if x.device.type == "cpu" and parts[0].numel() >= SPLIT_DRAWS:  # a GPU queues its draws: nothing to split
+        over_threads(len(generator) - 1, lambda b0, b1: group(b0 + 1, b1 + 1))
+    else:
+        group(1, len(generator))
+    return torch.cat(parts)  # type: ignore[arg-type]
 
 
 def check_generator(name: str, x: torch.Tensor, generator: Any, per_item: bool) -> None:
