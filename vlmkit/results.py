@@ -176,21 +176,32 @@ def merge_files(files: Iterable[str | os.PathLike], *, sort_by: Sequence[str] | 
     Returns:
         The merged table with a fresh ``RangeIndex``.
     """
-    frames: list[pd.DataFrame] = []
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    runs: list[list[pa.Table]] = []  # consecutive files with rows and one schema: one conversion to pandas a run
     names: dict[str, None] = {}  # union of the columns, in first-seen order
     for f in files:
         path = Path(f)
-        df = pd.read_parquet(path)
+        # one thread: arrow's pool would fight torch's OpenMP workers, still spinning after a forward pass
+        table = pq.read_table(path, use_threads=False, use_pandas_metadata=True)
         for k, v in (with_columns(path) if with_columns is not None else {}).items():
-            df[k] = v
-        names.update(dict.fromkeys(map(str, df.columns)))
-        if len(df):
-            frames.append(df)
+            col = pa.array([v] * table.num_rows)
+            at = table.schema.get_field_index(k)
+            table = table.set_column(at, k, col) if at >= 0 else table.append_column(k, col)
+        index = {c for c in (table.schema.pandas_metadata or {}).get("index_columns", []) if isinstance(c, str)}
+        names.update(dict.fromkeys(str(c) for c in table.column_names if c not in index))  # as read_parquet's
+        if table.num_rows:
+            if runs and runs[-1][0].schema.equals(table.schema, check_metadata=True):
+                runs[-1].append(table)
+            else:
+                runs.append([table])
     if not names:
         return pd.DataFrame(columns=list(columns or []))
-    if not frames:
+    if not runs:
         return pd.DataFrame(columns=list(names))
-    out = pd.concat(frames, ignore_index=True, sort=False)
+    frames = [pa.concat_tables(run).to_pandas(use_threads=False) for run in runs]
+    out = pd.concat(frames, ignore_index=True, sort=False) if len(frames) > 1 else frames[0]
     out = out.reindex(columns=list(names))
     keys = [c for c in (sort_by or []) if c in out.columns]
     if keys:

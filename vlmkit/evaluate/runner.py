@@ -267,6 +267,7 @@ class Runner:
         extra: dict[str, Any] = {"precision": self.precision} if self.precision else {}
         extra.update(columns or {})
         cell_key = key or cell.key
+        config = json.dumps(self.config, sort_keys=True)
         out = []
         for k, v in metrics.items():
             stats: dict[str, Any] = {"ci_low": float("nan"), "ci_high": float("nan"), "n_boot": 0, "ci_method": "none"}
@@ -284,7 +285,7 @@ class Runner:
                                 severity=cell.severity, metric=k, value=float(v), n=len(self.data) if n is None else n,
                                 seed=self.seed, family=family or cell.family, kind=kind or cell.kind, cell=cell_key,
                                 label=label or cell.label(), seconds=round(seconds, 4), task=self.task.name,
-                                run=self.store_key, config=json.dumps(self.config, sort_keys=True), ci=self.intervals["ci"],
+                                run=self.store_key, config=config, ci=self.intervals["ci"],
                                 **stats, **model_provenance(self.model), **extra))
         return out
 
