@@ -166,6 +166,31 @@ def test_merge_files_order_columns_and_empty_files(tmp_path):
     assert merge_files([empty]).empty and list(merge_files([empty]).columns) == ["model", "only_in_empty"]
 
 
+
+def test_merge_files_is_pandas_read_and_concat(tmp_path):
+    """Against pandas itself: read_parquet of each file, concat, union of the columns (runs of files with one
+    schema are converted at once; an index stays an index; a column all null in one file; per-item lists)."""
+    import pandas as pd
+
+    from vlmkit.results import merge_files
+
+    frames = [pd.DataFrame({"model": ["m2", "m1"], "value": [1.0, 2.0], "n": [3, 4], "outcomes": [[0.5], [1.0, 0.0]]}),
+              pd.DataFrame({"model": ["m3"], "value": [6.0], "n": [7], "outcomes": [[0.25]]}),  # a's schema
+              pd.DataFrame({"model": ["m0"], "value": [None], "n": [None], "flag": [True]}),  # nulls, a bool
+              pd.DataFrame({"model": ["q"], "value": [1.5]}, index=pd.Index(["r0"], name="rid")),  # a named index
+              pd.DataFrame({"model": ["m4"], "value": [8.0], "n": [9], "outcomes": [[0.0]]})]
+    files = []
+    for i, df in enumerate(frames):
+        files.append(tmp_path / f"{i}.parquet")
+        df.to_parquet(files[-1], index=df.index.name is not None)
+    for order in ([0, 1, 4], [0, 2, 1, 3, 4], [3, 2, 0]):
+        picked = [files[i] for i in order]
+        want = pd.concat([pd.read_parquet(f) for f in picked], ignore_index=True, sort=False)
+        pd.testing.assert_frame_equal(merge_files(picked), want, check_exact=True)
+        tagged = pd.concat([pd.read_parquet(f).assign(src=f.stem) for f in picked], ignore_index=True, sort=False)
+        pd.testing.assert_frame_equal(merge_files(picked, with_columns=lambda f: {"src": f.stem}), tagged,
+                                      check_exact=True)
+
 def test_result_files_skip_report_and_cells_folders(tmp_path):
     from vlmkit.report import collect_results
     from vlmkit.results import result_files
