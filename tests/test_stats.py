@@ -61,7 +61,7 @@ def test_resample_indices_seeded_and_shaped():
         idx[0, 0] = 1
 
 
-@pytest.mark.parametrize("shape", [(9,), (9, 3), (9, 2, 2)])
+@pytest.mark.parametrize("shape", [(9,), (9, 3), (9, 2, 2), (9, 6)])  # einsum, and BLAS past 3 columns
 def test_resampled_sums_equal_the_sums_of_the_drawn_items(shape):
     """``resampled_sums(counts, v)``: resample b's sum of v over the items it drew, summed item by item."""
     from vlmkit.stats.bootstrap import resample_counts, resampled_sums

@@ -74,6 +74,7 @@ def contiguous_run(index: torch.Tensor) -> slice | None:
     a = int(index[0])
     return slice(a, a + len(index)) if torch.equal(index, torch.arange(a, a + len(index), dtype=index.dtype)) else None
 
+
 class Runner:
     """Runs the cells of one task model on one dataset (see the module docstring).
 

@@ -72,13 +72,14 @@ def draw(x: torch.Tensor, generator: Generators, sample: Callable[[torch.Generat
         return sample(default_generator(x, generator), x.shape[0])
     if not generator:
         return sample(default_generator(x, None), 0)
-    parts = [sample(generator[0], 1)] + [None] * (len(generator) - 1)
+    parts: list[torch.Tensor | None] = [sample(generator[0], 1), *[None] * (len(generator) - 1)]
 
     def group(b0: int, b1: int) -> None:
         for i in range(b0, b1):
             parts[i] = sample(generator[i], 1)
 
-    if x.device.type == "cpu" and parts[0].numel() >= SPLIT_DRAWS:  # a GPU queues its draws: nothing to split
+    # a GPU queues its draws: nothing to split there
+    if x.device.type == "cpu" and parts[0].numel() >= SPLIT_DRAWS:  # type: ignore[union-attr]
         over_threads(len(generator) - 1, lambda b0, b1: group(b0 + 1, b1 + 1))
     else:
         group(1, len(generator))

@@ -134,14 +134,19 @@ def resampled_sums(counts: np.ndarray, values: np.ndarray) -> np.ndarray:
     """``counts @ values``: each resample's sum of ``values`` ``(n,)`` or ``(n, K)`` from its multiplicities
     ``counts`` ``(n_boot, n)`` → ``(n_boot,)`` or ``(n_boot, K)``.
 
-    Computed by ``np.einsum`` on the calling thread, not by numpy's BLAS: BLAS splits the product over its own
-    thread pool, which fights torch's OpenMP workers still spinning after a torch op (on 2 cores a 1000 × 1000
-    product took 2.3–5.9 ms right after a torch matmul against 0.05 ms alone; this takes 0.4–0.5 ms either way).
+    A narrow product (``K <= 3``: a metric's outcomes, a ratio's two columns) is computed by ``np.einsum`` on the
+    calling thread, not by numpy's BLAS: BLAS splits it over its own thread pool, which fights torch's OpenMP
+    workers still spinning after a torch op (on 2 cores a 1000 × 1000 product took 2.3–5.9 ms right after a
+    torch matmul against 0.05 ms alone; einsum takes 0.4–0.5 ms either way). A wider one goes to BLAS, whose
+    blocking then gains more than the pool costs (20 columns: 4–5× faster than einsum).
     """
     v = np.asarray(values, dtype=np.float64)
     if v.ndim == 1:
         return np.einsum("bu,u->b", counts, v)  # (n_boot,)
-    vt = np.ascontiguousarray(v.reshape(len(v), -1).T)  # (K, n): rows read contiguously
+    flat = v.reshape(len(v), -1)  # (n, K)
+    if flat.shape[1] > 3:
+        return (counts @ flat).reshape(counts.shape[0], *v.shape[1:])  # (n_boot, K)
+    vt = np.ascontiguousarray(flat.T)  # (K, n): rows read contiguously
     return np.einsum("bu,ku->bk", counts, vt).reshape(counts.shape[0], *v.shape[1:])  # (n_boot, K)
 
 
