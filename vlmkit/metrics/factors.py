@@ -38,7 +38,7 @@ import pandas as pd
 
 from vlmkit.errors import InputError
 from vlmkit.registry import METRICS
-from vlmkit.stats.bootstrap import resampled_sums
+from vlmkit.stats.bootstrap import resample_counts, resampled_sums
 
 _REFERENCE = "Idrissi et al. 2023 (ImageNet-X), §3: error ratio = P(error | factor) / P(error)"
 _BINARY_MODES = ("present", "both")
@@ -182,8 +182,7 @@ def _bootstrap_ratios(err: np.ndarray, member: np.ndarray, n_boot: int, seed: in
     for s in range(0, n_boot, block):
         rows = idx[s:s + block]  # (b, N)
         b = rows.shape[0]
-        flat = (rows + (np.arange(b, dtype=np.int64) * n)[:, None]).ravel()
-        counts = np.bincount(flat, minlength=b * n).reshape(b, n).astype(np.float64)  # (b, N)
+        counts = resample_counts(rows, n)  # (b, N)
         overall = resampled_sums(counts, e) / n  # (b,)
         n_row = resampled_sums(counts, m)  # (b, R)
         k_row = resampled_sums(counts, me)  # (b, R)

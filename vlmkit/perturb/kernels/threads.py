@@ -11,8 +11,8 @@ team, the spinning workers run them. Measured (2 cores, 64 images at 64 px, righ
 blur 6.8-11.6 ms against 4.3-6.0 ms, pixelate 1.5-2.0 ms against 1.1 ms; JPEG, whose groups hold the GIL
 longer, 5.6-7.3 ms against 4.8-6.0 ms.
 
-The functions run here release the GIL (the numba loops of :mod:`.native`, libjpeg, Pillow), so the groups
-run at once. Which thread runs which group never changes a result: every group writes its own images.
+The functions run here release the GIL (the numba loops of :mod:`.native`, libjpeg, Pillow, and torch's ops
+for :func:`vlmkit.perturb.base.draw`'s per-image draws), so the groups run at once. Which thread runs which group never changes a result: every group writes its own images.
 """
 
 from __future__ import annotations
